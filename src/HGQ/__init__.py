@@ -1,0 +1,44 @@
+"""HGQ for Keras 3: High Granularity Quantization with bit-exact FPGA deployment.
+
+Every weight and activation learns its own fixed-point bitwidth under a penalty on
+hardware cost (EBOPs). Importing this package picks JAX as the Keras backend when
+the user chose none and TensorFlow is not installed.
+"""
+
+from HGQ._backend import select_backend
+
+select_backend()
+
+from HGQ.config import (  # noqa: E402
+    get_default_kernel_quantizer_config,
+    get_default_pre_activation_quantizer_config,
+    reset_default_quantizer_configs,
+    set_default_kernel_quantizer_config,
+    set_default_pre_activation_quantizer_config,
+)
+from HGQ.layers import (  # noqa: E402
+    HActivation,
+    HBaseLayer,
+    HDense,
+    HQuantize,
+    PLayerBase,
+    Signature,
+)
+from HGQ.quantizer import HGQuantizer  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HActivation",
+    "HBaseLayer",
+    "HDense",
+    "HGQuantizer",
+    "HQuantize",
+    "PLayerBase",
+    "Signature",
+    "get_default_kernel_quantizer_config",
+    "get_default_pre_activation_quantizer_config",
+    "reset_default_quantizer_configs",
+    "set_default_kernel_quantizer_config",
+    "set_default_pre_activation_quantizer_config",
+]

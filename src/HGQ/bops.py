@@ -1,0 +1,158 @@
+"""Exact EBOPs, calibration of integer bits, and the per-epoch record reset.
+
+``compute_bops`` is the step between training and deployment: it runs data through
+the model in inference mode while recording every activation's range, fixes the
+integer bits from those ranges (after which inference wraps on overflow exactly as
+the firmware does) and returns the exact EBOPs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from HGQ.layers.base import HBaseLayer, QLayerBase
+from HGQ.quantizer import HGQuantizer, calibrating
+
+
+def hgq_layers(model: keras.Model) -> list[QLayerBase]:
+    """Every HGQ layer of ``model``, nested ones included, in tracking order."""
+    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(
+        layer, QLayerBase
+    )]
+
+
+def _activation_quantizers(model: keras.Model) -> list[HGQuantizer]:
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, HGQuantizer) and layer.is_activation
+    ]
+
+
+def _check_calibration_data(data: Any) -> None:
+    arrays = [np.asarray(a) for a in keras.tree.flatten(data)] if not hasattr(
+        data, "__next__"
+    ) else []
+    if not arrays:
+        raise ValueError(
+            "compute_bops needs calibration data as arrays (numpy, tensors, or a "
+            "list/dict of them), e.g. compute_bops(model, X_train, bsz=1024)."
+        )
+    for array in arrays:
+        if array.ndim == 0 or array.shape[0] == 0:
+            raise ValueError(
+                "compute_bops got an empty calibration set: pass the training data "
+                "(or a representative part of it) so every activation's range is seen."
+            )
+        if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
+            bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+            raise ValueError(
+                f"compute_bops got {bad} NaN/inf value(s) in the calibration data; "
+                "ranges recorded from them would be meaningless. Clean or drop those "
+                "samples (np.isfinite) and call compute_bops again."
+            )
+
+
+def _snapshot(quantizers: Sequence[HGQuantizer]) -> list[tuple[Any, np.ndarray]]:
+    variables = [
+        v
+        for q in quantizers
+        for v in (q.vmin, q.vmax, q.keep_negative, q.int_bits, q.calibrated)
+    ]
+    return [(v, ops.convert_to_numpy(v)) for v in variables]
+
+
+def _format_table(rows: list[tuple[str, str, str, float]], total: float) -> str:
+    header = ("layer", "type", "output bits (mean/max)", "EBOPs")
+    widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(3)]
+    lines = [
+        f"{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]:<{widths[2]}}  "
+        f"{header[3]:>12}"
+    ]
+    for name, kind, bits, bops in rows:
+        lines.append(
+            f"{name:<{widths[0]}}  {kind:<{widths[1]}}  {bits:<{widths[2]}}  {bops:>12,.0f}"
+        )
+    lines.append(f"{'total':<{sum(widths) + 4}}  {total:>12,.0f}")
+    return "\n".join(lines)
+
+
+def compute_bops(
+    model: keras.Model, X: Any, bsz: int | None = None, verbose: bool = True
+) -> float:
+    """Calibrate integer bits on ``X`` and return the model's exact EBOPs.
+
+    Resets every min/max record, runs ``X`` through the model in inference mode
+    (batches of ``bsz``) while recording, freezes each activation's ``(k, i)``,
+    then prints a per-layer table (``verbose``) and returns the total. Required
+    before conversion. On failure the model's records are left as they were.
+    """
+    layers = hgq_layers(model)
+    if not layers:
+        raise ValueError(
+            f"Model '{model.name}' contains no HGQ layers; build it from HQuantize, "
+            "HDense, ... before calling compute_bops."
+        )
+    _check_calibration_data(X)
+    quantizers = _activation_quantizers(model)
+    saved = _snapshot(quantizers)
+    try:
+        for quantizer in quantizers:
+            quantizer.reset_minmax()
+        model.predict_function = None  # the calibration trace must not be reused
+        with calibrating():
+            model.predict(X, batch_size=bsz, verbose=0)
+        for layer in layers:
+            layer.freeze()
+        rows = []
+        total = 0.0
+        for layer in layers:
+            bops = layer.compute_exact_bops()
+            total += bops
+            bits = layer.exact_output_bitwidth()
+            rows.append(
+                (layer.name, type(layer).__name__, f"{bits.mean():.2f}/{bits.max()}", bops)
+            )
+            if isinstance(layer, HBaseLayer):
+                layer.bops.assign(bops)
+    except BaseException:
+        for variable, value in saved:
+            variable.assign(value)
+        raise
+    finally:
+        model.predict_function = None
+    if verbose:
+        print(_format_table(rows, total))
+    return total
+
+
+trace_minmax = compute_bops
+
+
+class ResetMinMax(keras.callbacks.Callback):
+    """Reset every min/max record at the start of each epoch; log ``bops`` at its end.
+
+    Without it the recorded ranges keep the widest values ever seen, and the
+    training-time EBOPs (and integer bits) would not follow the weights. The logged
+    ``bops`` is the training surrogate of the epoch's last step, summed over layers;
+    it appears in the progress bar and in ``history.history['bops']``.
+    """
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        for layer in hgq_layers(self.model):
+            layer.reset_minmax()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        total = sum(
+            float(ops.convert_to_numpy(layer.bops))
+            for layer in hgq_layers(self.model)
+            if isinstance(layer, HBaseLayer)
+        )
+        logs["bops"] = total

@@ -1,0 +1,161 @@
+"""Default quantizer configurations, and how a per-layer config is merged over them.
+
+The defaults are those of the usage guide. They are module state on purpose: the
+guide's ``set_default_*`` functions change what every layer created afterwards
+gets, exactly like ``keras.config.set_floatx``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+
+QUANTIZER_KEYS = (
+    "init_bw",
+    "skip_dims",
+    "rnd_strategy",
+    "exact_q_value",
+    "dtype",
+    "bw_clip",
+    "trainable",
+    "regularizer",
+    "minmax_record",
+)
+
+RND_STRATEGIES = (
+    "floor",
+    "standard_round",
+    "stochastic_round",
+    "fast_uniform_noise_injection",
+    "auto",
+)
+
+SKIP_DIMS_NAMES = ("all", "batch", "none", "except_last", "except_1st")
+
+
+def _guide_kernel_defaults() -> dict[str, Any]:
+    return dict(
+        init_bw=2,
+        skip_dims=None,
+        rnd_strategy="standard_round",
+        exact_q_value=True,
+        dtype=None,
+        bw_clip=(-23, 23),
+        trainable=True,
+        regularizer=keras.regularizers.L1(1e-6),
+        minmax_record=False,
+    )
+
+
+def _guide_pre_activation_defaults() -> dict[str, Any]:
+    return dict(
+        init_bw=2,
+        skip_dims=(0,),
+        rnd_strategy="standard_round",
+        exact_q_value=False,
+        dtype=None,
+        bw_clip=(-23, 23),
+        trainable=True,
+        regularizer=keras.regularizers.L1(1e-6),
+        minmax_record=True,
+    )
+
+
+_defaults: dict[str, dict[str, Any]] = {
+    "kernel": _guide_kernel_defaults(),
+    "pre_activation": _guide_pre_activation_defaults(),
+}
+
+
+def validate_quantizer_config(config: Mapping[str, Any]) -> None:
+    """Raise a ValueError naming the bad key and the fix; never returns a partial result."""
+    unknown = set(config) - set(QUANTIZER_KEYS)
+    if unknown:
+        raise ValueError(
+            f"Unknown quantizer config key(s) {sorted(unknown)}. "
+            f"Valid keys are {list(QUANTIZER_KEYS)}."
+        )
+    if "rnd_strategy" in config and config["rnd_strategy"] not in RND_STRATEGIES:
+        raise ValueError(
+            f"Unknown rnd_strategy {config['rnd_strategy']!r}. "
+            f"Choose one of {list(RND_STRATEGIES)}."
+        )
+    if "skip_dims" in config:
+        skip = config["skip_dims"]
+        if isinstance(skip, str):
+            if skip not in SKIP_DIMS_NAMES:
+                raise ValueError(
+                    f"Unknown skip_dims {skip!r}. Use a tuple of axes, None, "
+                    f"or one of {list(SKIP_DIMS_NAMES)}."
+                )
+        elif skip is not None:
+            try:
+                axes = tuple(skip)
+            except TypeError:
+                raise ValueError(
+                    f"skip_dims must be a tuple of ints, None or one of "
+                    f"{list(SKIP_DIMS_NAMES)}; got {skip!r}."
+                ) from None
+            if not all(isinstance(a, int) for a in axes):
+                raise ValueError(f"skip_dims must contain integer axes only; got {skip!r}.")
+    if "bw_clip" in config:
+        clip = config["bw_clip"]
+        try:
+            lo, hi = clip
+        except (TypeError, ValueError):
+            raise ValueError(f"bw_clip must be a pair (lo, hi); got {clip!r}.") from None
+        if lo > hi:
+            raise ValueError(
+                f"bw_clip={tuple(clip)!r} has lo > hi. Give the lower bound first, "
+                f"e.g. bw_clip=({hi}, {lo})."
+            )
+    if "init_bw" in config and not isinstance(config["init_bw"], (int, float)):
+        raise ValueError(f"init_bw must be a number; got {config['init_bw']!r}.")
+
+
+def _set_default(kind: str, config: Mapping[str, Any]) -> None:
+    validate_quantizer_config(config)
+    merged = dict(_defaults[kind])
+    merged.update(config)
+    _defaults[kind] = merged
+
+
+def set_default_kernel_quantizer_config(config: Mapping[str, Any]) -> None:
+    """Change the kernel quantizer defaults for layers created from now on.
+
+    Keys not given keep their current default.
+    """
+    _set_default("kernel", config)
+
+
+def set_default_pre_activation_quantizer_config(config: Mapping[str, Any]) -> None:
+    """Change the pre-activation quantizer defaults for layers created from now on."""
+    _set_default("pre_activation", config)
+
+
+def get_default_kernel_quantizer_config() -> dict[str, Any]:
+    """A copy of the current kernel quantizer defaults."""
+    return copy.deepcopy(_defaults["kernel"])
+
+
+def get_default_pre_activation_quantizer_config() -> dict[str, Any]:
+    """A copy of the current pre-activation quantizer defaults."""
+    return copy.deepcopy(_defaults["pre_activation"])
+
+
+def reset_default_quantizer_configs() -> None:
+    """Restore the usage guide's defaults (used by tests and notebooks)."""
+    _defaults["kernel"] = _guide_kernel_defaults()
+    _defaults["pre_activation"] = _guide_pre_activation_defaults()
+
+
+def merged_config(kind: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The default config of ``kind`` with a partial per-layer dict merged over it."""
+    overrides = dict(overrides or {})
+    validate_quantizer_config(overrides)
+    config = copy.deepcopy(_defaults[kind])
+    config.update(overrides)
+    return config

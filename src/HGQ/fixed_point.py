@@ -1,0 +1,96 @@
+"""Fixed-point arithmetic shared by the quantizers, written with ``keras.ops`` only.
+
+A format is ``(k, i, f)``: sign bit, integer bits (sign excluded), fractional bits.
+Everything here is exact in float32 as long as the values involved need at most 24
+significant bits, which is what lets the Keras model agree bit for bit with the
+HLS C simulation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from keras import ops
+
+LN2 = math.log(2.0)
+
+
+def pow2(exponent):
+    """2**exponent, exact for integer exponents (checked by the test suite per backend)."""
+    return ops.power(2.0, exponent)
+
+
+def round_half_up(x):
+    """``floor(x + 0.5)`` without the float32 error of adding 0.5 (Vivado's ``AP_RND``).
+
+    ``x + 0.5`` can round up to the next integer when ``x`` sits just below a tie;
+    splitting off the integer part first keeps every step exact.
+    """
+    whole = ops.floor(x)
+    return whole + ops.cast(x - whole >= 0.5, x.dtype)
+
+
+def wrap(q, keep_negative, int_bits):
+    """Wrap ``q`` (already on its format's grid) into ``[-k*2^i, 2^i)`` (``AP_WRAP``).
+
+    A format of zero or negative width maps every value to 0, as the hardware would.
+    """
+    period = pow2(int_bits + keep_negative)
+    low = -keep_negative * pow2(int_bits)
+    return q - period * ops.floor((q - low) / period)
+
+
+def surrogate_int_bits(vmin, vmax, frac_bits):
+    """Integer bits (sign excluded) that hold ``[vmin, vmax]`` on a ``frac_bits`` grid.
+
+    Used for the training-time EBOPs surrogate only: ``log2`` is not exact on every
+    backend, so a small slack keeps exact powers of two from rounding up.
+    """
+    tiny = 1e-30
+    pos = ops.maximum(vmax, 0.0) + pow2(-frac_bits)
+    i_pos = ops.ceil(ops.log2(ops.maximum(pos, tiny)) - 1e-5)
+    i_neg = ops.ceil(ops.log2(ops.maximum(-vmin, tiny)) - 1e-5)
+    keep_negative = ops.cast(vmin < 0, vmin.dtype)
+    int_bits = ops.where(vmin < 0, ops.maximum(i_pos, i_neg), i_pos)
+    return keep_negative, int_bits
+
+
+def ceil_log2_exact(x: np.ndarray) -> np.ndarray:
+    """``ceil(log2(x))`` for positive floats, exactly (no transcendental rounding)."""
+    mantissa, exponent = np.frexp(np.asarray(x, dtype=np.float64))
+    return np.where(mantissa == 0.5, exponent - 1, exponent).astype(np.int64)
+
+
+def exact_int_bits(vmin: np.ndarray, vmax: np.ndarray, frac_bits: np.ndarray):
+    """Smallest ``(k, i)`` such that every value in ``[vmin, vmax]`` fits ``(k, i, f)``.
+
+    ``k = 1`` iff ``vmin < 0``; ``i`` is the least integer with
+    ``vmax <= 2^i - 2^-f`` and ``vmin >= -2^i``.
+    """
+    vmin = np.asarray(vmin, np.float64)
+    vmax = np.asarray(vmax, np.float64)
+    frac_bits = np.asarray(frac_bits, np.float64)
+    keep_negative = (vmin < 0).astype(np.int64)
+    i_pos = ceil_log2_exact(np.maximum(vmax, 0.0) + np.exp2(-frac_bits))
+    i_neg = ceil_log2_exact(np.where(vmin < 0, -vmin, 1.0))
+    int_bits = np.where(vmin < 0, np.maximum(i_pos, i_neg), i_pos)
+    return keep_negative, int_bits.astype(np.int64)
+
+
+def bit_span(values: np.ndarray, frac_bits: np.ndarray) -> np.ndarray:
+    """Bits from the highest to the lowest set bit of ``|values|`` on a ``frac_bits`` grid.
+
+    ``0b001xx1000`` spans 4 bits; zero spans 0. This is a weight's EBOPs bitwidth.
+    """
+    scaled = np.abs(np.asarray(values, np.float64)) * np.exp2(np.asarray(frac_bits, np.float64))
+    mantissas = np.round(scaled).astype(np.int64)
+    if not np.array_equal(mantissas, scaled):
+        raise ValueError("bit_span: values are not on their fractional-bit grid")
+    span = np.zeros(mantissas.shape, np.int64)
+    nonzero = mantissas != 0
+    m = mantissas[nonzero]
+    _, highest = np.frexp(m.astype(np.float64))  # m < 2**53: frexp is exact
+    _, lowest = np.frexp((m & -m).astype(np.float64))
+    span[nonzero] = highest - lowest + 1
+    return span

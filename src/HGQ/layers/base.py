@@ -1,0 +1,283 @@
+"""Base classes: what every HGQ layer knows about bitwidths and hardware cost.
+
+Two kinds of layers exist. *H-layers* (``HBaseLayer``) own an output quantizer with
+trainable bitwidths and may multiply (and so cost EBOPs). *Passive* layers
+(``PLayerBase``) only move values around; their output bitwidth map is a
+transformation of their input's. Both resolve which HGQ layer produced their input,
+because a layer's EBOPs need its input's bitwidths.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+from keras import ops
+
+from HGQ.config import merged_config
+from HGQ.fixed_point import pow2, round_half_up
+from HGQ.layers._lineage import producer_of, remember
+from HGQ.quantizer import (
+    HGQuantizer,
+    deserialize_quantizer_config,
+    serialize_quantizer_config,
+)
+
+FIRST_LAYER_HINT = (
+    "The first layer after the model input must be HQuantize (name it with 'inp_q' "
+    "for per-element input bitwidths) or Signature (for inputs already in fixed point)."
+)
+
+
+def _normalise_input_shape(kwargs: dict[str, Any]) -> None:
+    """Accept the usage guide's ``input_shape=(16)`` (an int) as ``(16,)``."""
+    shape = kwargs.get("input_shape")
+    if isinstance(shape, (int, np.integer)):
+        kwargs["input_shape"] = (int(shape),)
+
+
+class QLayerBase(keras.layers.Layer):
+    """Root of all HGQ layers: input lineage and the output bitwidth map interface."""
+
+    #: False for layers that start a quantized graph (HQuantize, Signature).
+    requires_input_bitwidth: ClassVar[bool] = True
+
+    def __init__(self, bops_reg_factor: float = 0.0, **kwargs):
+        _normalise_input_shape(kwargs)
+        with warnings.catch_warnings():
+            # The usage guide passes input_shape to the first layer; Keras 3 accepts
+            # it but warns. The guide's way is supported here, so keep users' logs clean.
+            warnings.filterwarnings("ignore", message=".*input_shape.*input_dim.*")
+            super().__init__(**kwargs)
+        self.bops_reg_factor = float(bops_reg_factor)
+        object.__setattr__(self, "_input_source_refs", None)
+
+    # ------------------------------------------------------------- lineage
+    def __call__(self, *args, **kwargs):
+        inputs = args[0] if args else kwargs.get("inputs")
+        self._note_input_sources(inputs)
+        outputs = super().__call__(*args, **kwargs)
+        remember(outputs, self)
+        return outputs
+
+    def _note_input_sources(self, inputs: Any) -> None:
+        tensors = keras.tree.flatten(inputs)
+        sources = [producer_of(t) for t in tensors]
+        if not sources or any(s is None for s in sources):
+            return  # unknown here (e.g. raw data into a subclassed model); keep what we had
+        if self.requires_input_bitwidth:
+            for source in sources:
+                self._check_source(source)
+        object.__setattr__(self, "_input_source_refs", tuple(weakref.ref(s) for s in sources))
+
+    def _check_source(self, source: Any) -> None:
+        if isinstance(source, QLayerBase):
+            return
+        kind = type(self).__name__
+        if isinstance(source, keras.layers.InputLayer):
+            raise ValueError(
+                f"{kind} '{self.name}' is fed directly by the model input. {FIRST_LAYER_HINT}"
+            )
+        raise ValueError(
+            f"{kind} '{self.name}' is fed by '{getattr(source, 'name', source)}' "
+            f"({type(source).__name__}), which is not an HGQ layer, so its output "
+            "bitwidths are unknown. Replace it with its HGQ counterpart (HDense, "
+            "HActivation, HQuantize, ...; see the README's layer list)."
+        )
+
+    def input_source(self, index: int = 0) -> QLayerBase:
+        refs = self._input_source_refs
+        source = refs[index]() if refs is not None and index < len(refs) else None
+        if source is None:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' cannot tell which HGQ layer feeds it. "
+                f"{FIRST_LAYER_HINT}"
+            )
+        self._check_source(source)
+        return source
+
+    def input_bitwidth(self, index: int = 0):
+        """Differentiable bitwidth map of input ``index`` (no batch axis)."""
+        return self.input_source(index).output_bitwidth()
+
+    def exact_input_bitwidth(self, index: int = 0) -> np.ndarray:
+        """Exact bitwidth map of input ``index`` after calibration (numpy, ints)."""
+        return self.input_source(index).exact_output_bitwidth()
+
+    # ------------------------------------------------- interface for children
+    def output_bitwidth(self):
+        """Differentiable bitwidth map of this layer's output, one entry per element."""
+        raise NotImplementedError
+
+    def exact_output_bitwidth(self) -> np.ndarray:
+        """Exact per-element output bitwidths (ints) after ``compute_bops``."""
+        raise NotImplementedError
+
+    def compute_exact_bops(self) -> float:
+        """Exact EBOPs of this layer after calibration. Layers that do not multiply cost 0."""
+        return 0.0
+
+    def freeze(self) -> None:
+        """Fix integer bits from the recorded ranges (called by ``compute_bops``)."""
+
+    def reset_minmax(self) -> None:
+        """Forget recorded ranges (called by ``ResetMinMax`` every epoch)."""
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["bops_reg_factor"] = self.bops_reg_factor
+        return config
+
+
+class HBaseLayer(QLayerBase):
+    """Base of layers with a heterogeneous output quantizer (and maybe a kernel).
+
+    A one-input child implements ``forward`` (the float computation, activation
+    included, on already-quantized inputs), ``bops_surrogate`` (differentiable EBOPs
+    for training; omit it if the layer does not multiply) and ``compute_exact_bops``.
+    The output of ``forward`` is quantized here, per element, and the EBOPs penalty
+    ``bops_reg_factor * EBOPs`` is added to the loss while training.
+    """
+
+    #: Whether a bias (or the function itself) can absorb the half-LSB offset of
+    #: rounding, which decides what ``rnd_strategy='auto'`` means for the output.
+    output_absorbs_rounding: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        kernel_quantizer_config: dict[str, Any] | None = None,
+        pre_activation_quantizer_config: dict[str, Any] | None = None,
+        bops_reg_factor: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(bops_reg_factor=bops_reg_factor, **kwargs)
+        self.kernel_quantizer_config = merged_config(
+            "kernel", deserialize_quantizer_config(kernel_quantizer_config)
+        )
+        self.pre_activation_quantizer_config = merged_config(
+            "pre_activation", deserialize_quantizer_config(pre_activation_quantizer_config)
+        )
+
+    def _resolved(self, config: dict[str, Any], rounds: bool) -> dict[str, Any]:
+        config = dict(config)
+        if config["rnd_strategy"] == "auto":
+            config["rnd_strategy"] = "standard_round" if rounds else "floor"
+        return config
+
+    def make_kernel_quantizer(self, kernel_shape: tuple[int, ...]) -> HGQuantizer:
+        """A per-weight quantizer for a kernel of this shape (call from ``build``)."""
+        quantizer = HGQuantizer(
+            self._resolved(self.kernel_quantizer_config, rounds=True),
+            role="kernel",
+            name="kernel_quantizer",
+        )
+        quantizer.build(kernel_shape)
+        return quantizer
+
+    def build(self, input_shape) -> None:
+        output_shape = self.compute_output_shape(input_shape)
+        self.pre_activation_quantizer = HGQuantizer(
+            self._resolved(self.pre_activation_quantizer_config, self.output_absorbs_rounding),
+            role="activation",
+            name="pre_activation_quantizer",
+        )
+        self.pre_activation_quantizer.build(output_shape)
+        self.bops = self.add_weight(name="bops", shape=(), initializer="zeros", trainable=False)
+
+    def __init_subclass__(cls, **kwargs):
+        # The guide's extension point is `forward`, but torch.nn.Module (the base of
+        # every Keras layer on the torch backend) routes __call__ through `forward`.
+        # Move a child's `forward` aside so Keras's own dispatch stays in place.
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.hgq_forward = cls.__dict__["forward"]
+            delattr(cls, "forward")
+
+    def hgq_forward(self, inputs, training=None):
+        """The layer's computation before output quantization (children: `forward`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    def bops_surrogate(self):
+        """Differentiable EBOPs of one inference, or None if the layer does not multiply."""
+        return None
+
+    def call(self, inputs, training=None):
+        outputs = self.pre_activation_quantizer(
+            self.hgq_forward(inputs, training=training), training=training
+        )
+        if training:
+            bops = self.bops_surrogate()
+            if bops is not None:
+                self.bops.assign(ops.stop_gradient(bops))
+                if self.bops_reg_factor:
+                    self.add_loss(self.bops_reg_factor * bops)
+        return outputs
+
+    def quantize_bias(self, bias, training=None):
+        """Round a bias onto its output's fractional grid, so rounding the sum is exact.
+
+        The bias shares the last axis with the output; where several output elements
+        share one bias entry the finest of their grids is used.
+        """
+        f = ops.stop_gradient(
+            self.pre_activation_quantizer.effective_fractional_bits(bool(training))
+        )
+        f = ops.reshape(f, (-1, ops.shape(f)[-1]))
+        f = ops.max(f, axis=0)
+        scale = pow2(f)
+        q = round_half_up(bias * scale) / scale
+        return ops.stop_gradient(q) + (bias - ops.stop_gradient(bias))
+
+    def output_bitwidth(self):
+        return self.pre_activation_quantizer.surrogate_bitwidth()
+
+    def exact_output_bitwidth(self) -> np.ndarray:
+        return self.pre_activation_quantizer.exact_bitwidth()
+
+    def freeze(self) -> None:
+        self.pre_activation_quantizer.freeze_int_bits()
+
+    def reset_minmax(self) -> None:
+        self.pre_activation_quantizer.reset_minmax()
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["kernel_quantizer_config"] = serialize_quantizer_config(
+            self.kernel_quantizer_config
+        )
+        config["pre_activation_quantizer_config"] = serialize_quantizer_config(
+            self.pre_activation_quantizer_config
+        )
+        return config
+
+
+class PLayerBase(QLayerBase):
+    """Base of passive layers: no quantizer, no multiplication, zero EBOPs.
+
+    A child implements ``call`` and ``transform_bitwidth(bw)``, which maps its input's
+    per-element bitwidth map (a tensor or numpy array without batch axis) to its
+    output's, using only ``keras.ops``-style operations that numpy also accepts.
+    """
+
+    def transform_bitwidth(self, bitwidth):
+        raise NotImplementedError
+
+    def output_bitwidth(self):
+        return self.transform_bitwidth(self.input_bitwidth())
+
+    def exact_output_bitwidth(self) -> np.ndarray:
+        return np.asarray(
+            ops.convert_to_numpy(self.transform_bitwidth(self.exact_input_bitwidth()))
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("bops_reg_factor", None)
+        return config
+
+    def __init__(self, **kwargs):
+        kwargs.pop("bops_reg_factor", None)
+        super().__init__(**kwargs)

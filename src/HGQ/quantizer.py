@@ -1,0 +1,336 @@
+"""The heterogeneous quantizer: trainable fractional bits per element or per group.
+
+One ``HGQuantizer`` owns the fractional-bit tensor ``f`` of one quantized tensor, and
+for activations also the running min/max record and the integer bits frozen by
+calibration. It is a Keras layer so its state is tracked, saved and loaded with the
+layer that owns it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from HGQ.config import merged_config
+from HGQ.fixed_point import (
+    LN2,
+    exact_int_bits,
+    pow2,
+    round_half_up,
+    surrogate_int_bits,
+    wrap,
+)
+
+_calibration_depth = 0
+
+
+@contextlib.contextmanager
+def calibrating() -> Iterator[None]:
+    """Inside this block, inference-mode calls record min/max and do not wrap.
+
+    Read at trace time: whoever traces a function inside it (``compute_bops``)
+    must drop that function afterwards.
+    """
+    global _calibration_depth
+    _calibration_depth += 1
+    try:
+        yield
+    finally:
+        _calibration_depth -= 1
+
+
+def is_calibrating() -> bool:
+    return _calibration_depth > 0
+
+
+def resolve_skip_dims(skip_dims: Any, rank: int, is_activation: bool) -> tuple[int, ...]:
+    """The axes along which one bitwidth is shared, as non-negative ints."""
+    if skip_dims is None or skip_dims == "none":
+        axes: tuple[int, ...] = ()
+    elif skip_dims == "all":
+        axes = tuple(range(rank))
+    elif skip_dims == "batch":
+        axes = (0,)
+    elif skip_dims == "except_last":
+        axes = tuple(range(rank - 1))
+    elif skip_dims == "except_1st":
+        axes = tuple(a for a in range(rank) if a != 1)
+    else:
+        axes = tuple(int(a) for a in skip_dims)
+    normalised = []
+    for axis in axes:
+        if not -rank <= axis < rank:
+            raise ValueError(
+                f"skip_dims axis {axis} is out of range for a tensor of rank {rank}."
+            )
+        normalised.append(axis % rank)
+    if is_activation:
+        normalised.append(0)  # activations never get a bitwidth per sample
+    return tuple(sorted(set(normalised)))
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class BitwidthClip(keras.constraints.Constraint):
+    """Keeps the fractional bits inside ``bw_clip`` after every optimizer update."""
+
+    def __init__(self, low: float, high: float):
+        self.low = float(low)
+        self.high = float(high)
+
+    def __call__(self, w):
+        return ops.clip(w, self.low, self.high)
+
+    def get_config(self) -> dict[str, float]:
+        return {"low": self.low, "high": self.high}
+
+
+def serialize_quantizer_config(config: dict[str, Any]) -> dict[str, Any]:
+    out = dict(config)
+    if isinstance(out.get("skip_dims"), (tuple, list)):
+        out["skip_dims"] = list(out["skip_dims"])
+    if out.get("bw_clip") is not None:
+        out["bw_clip"] = list(out["bw_clip"])
+    if out.get("regularizer") is not None:
+        out["regularizer"] = keras.regularizers.serialize(out["regularizer"])
+    return out
+
+
+def deserialize_quantizer_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    out = dict(config)
+    if isinstance(out.get("skip_dims"), list):
+        out["skip_dims"] = tuple(out["skip_dims"])
+    if isinstance(out.get("bw_clip"), list):
+        out["bw_clip"] = tuple(out["bw_clip"])
+    if isinstance(out.get("regularizer"), dict):
+        out["regularizer"] = keras.regularizers.deserialize(out["regularizer"])
+    return out
+
+
+class HGQuantizer(keras.layers.Layer):
+    """Quantizes a tensor to per-group trainable fixed-point formats.
+
+    ``role='kernel'``: a weight tensor (no batch axis); integer bits follow the
+    values, so there is no record. ``role='activation'``: a batch of activations;
+    the batch axis always shares one bitwidth, min/max are recorded per element and
+    calibration freezes the integer bits, after which inference wraps on overflow
+    exactly as the deployed ``ap_fixed`` does.
+    """
+
+    def __init__(self, config: dict[str, Any], role: str, **kwargs):
+        super().__init__(**kwargs)
+        if role not in ("kernel", "activation"):
+            raise ValueError(f"role must be 'kernel' or 'activation', got {role!r}")
+        kind = "kernel" if role == "kernel" else "pre_activation"
+        self.config = merged_config(kind, config)
+        if self.config["rnd_strategy"] == "auto":
+            raise ValueError("rnd_strategy='auto' must be resolved by the owning layer")
+        self.role = role
+        self.is_activation = role == "activation"
+
+    # ----------------------------------------------------------------- state
+    def build(self, shape: Sequence[int | None]) -> None:
+        shape = tuple(shape)
+        rank = len(shape)
+        self.shared_axes = resolve_skip_dims(self.config["skip_dims"], rank, self.is_activation)
+        for axis, dim in enumerate(shape):
+            if dim is None and axis not in self.shared_axes:
+                raise ValueError(
+                    f"Axis {axis} of shape {shape} has unknown size and cannot have its "
+                    "own bitwidths; add it to skip_dims."
+                )
+        group_shape = tuple(1 if a in self.shared_axes else shape[a] for a in range(rank))
+        self.element_shape = shape[1:] if self.is_activation else shape
+        per_element_axes = range(1, rank) if self.is_activation else range(rank)
+        self.group_size = int(
+            np.prod([shape[a] for a in per_element_axes if a in self.shared_axes], dtype=np.int64)
+        )
+        dtype = self.config["dtype"] or self.variable_dtype
+        low, high = self.config["bw_clip"]
+        self.fractional_bits = self.add_weight(
+            name="fractional_bits",
+            shape=group_shape,
+            initializer=keras.initializers.Constant(float(self.config["init_bw"])),
+            regularizer=self.config["regularizer"],
+            constraint=BitwidthClip(low, high),
+            trainable=bool(self.config["trainable"]),
+            dtype=dtype,
+        )
+        if self.is_activation:
+            elem = (1,) + tuple(self.element_shape)
+            self.vmin = self.add_weight(
+                name="min_record", shape=elem, initializer=keras.initializers.Constant(np.inf),
+                trainable=False,
+            )
+            self.vmax = self.add_weight(
+                name="max_record", shape=elem, initializer=keras.initializers.Constant(-np.inf),
+                trainable=False,
+            )
+            self.keep_negative = self.add_weight(
+                name="keep_negative", shape=elem, initializer="zeros", trainable=False
+            )
+            self.int_bits = self.add_weight(
+                name="int_bits", shape=elem, initializer="zeros", trainable=False
+            )
+            self.calibrated = self.add_weight(
+                name="calibrated", shape=(), initializer="zeros", trainable=False
+            )
+        if self.config["rnd_strategy"] in ("stochastic_round", "fast_uniform_noise_injection"):
+            self.seed_generator = keras.random.SeedGenerator()
+        super().build(shape)
+
+    def reset_minmax(self) -> None:
+        """Forget the recorded range (the frozen integer bits stay until recalibrated)."""
+        if self.is_activation:
+            self.vmin.assign(ops.full(self.vmin.shape, np.inf))
+            self.vmax.assign(ops.full(self.vmax.shape, -np.inf))
+
+    # --------------------------------------------------------------- forward
+    def effective_fractional_bits(self, training: bool):
+        """``round(f)`` where the config or inference asks for it, gradient straight through."""
+        f = ops.convert_to_tensor(self.fractional_bits)
+        if training and not self.config["exact_q_value"]:
+            return f
+        return f + ops.stop_gradient(ops.round(f) - f)
+
+    def call(self, x, training=None):
+        training = bool(training)
+        f_raw = ops.convert_to_tensor(self.fractional_bits)
+        f = ops.stop_gradient(self.effective_fractional_bits(training))
+        scale = pow2(f)
+        xs = x * scale
+        strategy = self.config["rnd_strategy"] if training else (
+            "floor" if self.config["rnd_strategy"] == "floor" else "standard_round"
+        )
+        if strategy == "floor":
+            qi = ops.floor(xs)
+        elif strategy == "standard_round":
+            qi = round_half_up(xs)
+        elif strategy == "stochastic_round":
+            noise = keras.random.uniform(ops.shape(xs), seed=self.seed_generator, dtype=xs.dtype)
+            qi = ops.floor(xs + noise)
+        else:  # fast_uniform_noise_injection
+            noise = keras.random.uniform(
+                ops.shape(xs), minval=-0.5, maxval=0.5, seed=self.seed_generator, dtype=xs.dtype
+            )
+            qi = ops.where(ops.abs(xs) <= 0.5, ops.zeros_like(xs), xs + noise)
+        q = qi / scale
+
+        if self.is_activation:
+            recording = training or is_calibrating()
+            if recording:
+                self._update_record(q, training)
+            else:
+                q = ops.where(self.calibrated > 0, wrap(q, self.keep_negative, self.int_bits), q)
+            if training:
+                self.calibrated.assign(ops.zeros(()))
+
+        if not training:
+            return q
+        # Value exactly q; d/dx = 1 (straight through); d/df = -ln2 * (q - x).
+        error = ops.stop_gradient(q - x)
+        return (
+            ops.stop_gradient(q)
+            + (x - ops.stop_gradient(x))
+            - LN2 * error * (f_raw - ops.stop_gradient(f_raw))
+        )
+
+    def _update_record(self, q, training: bool) -> None:
+        q = ops.stop_gradient(q)
+        batch_min = ops.min(q, axis=0, keepdims=True)
+        batch_max = ops.max(q, axis=0, keepdims=True)
+        if training and not self.config["minmax_record"]:
+            # No running record: the surrogate follows the current batch alone.
+            self.vmin.assign(batch_min)
+            self.vmax.assign(batch_max)
+            return
+        self.vmin.assign(ops.minimum(self.vmin, batch_min))
+        self.vmax.assign(ops.maximum(self.vmax, batch_max))
+
+    # ------------------------------------------------------------- bitwidths
+    def _scaled_gradient(self, f):
+        """Value ``f``; its EBOPs gradient divided by sqrt(elements sharing it)."""
+        if self.group_size <= 1:
+            return f
+        factor = 1.0 / math.sqrt(self.group_size)
+        return f * factor + ops.stop_gradient(f * (1.0 - factor))
+
+    def surrogate_bitwidth(self, values=None):
+        """Differentiable bitwidth per element, for the training-time EBOPs.
+
+        Activations: ``relu(k + i + f)`` with ``k, i`` from the min/max record.
+        Kernels: ``relu(i + f)`` with ``i`` from each quantized weight (0 stays 0).
+        No gradient flows through ``k`` or ``i``.
+        """
+        f = self._scaled_gradient(self.effective_fractional_bits(training=True))
+        if self.is_activation:
+            f_value = ops.stop_gradient(f)
+            k, i = surrogate_int_bits(
+                ops.convert_to_tensor(self.vmin), ops.convert_to_tensor(self.vmax), f_value
+            )
+            bw = ops.relu(ops.stop_gradient(k + i) + f)
+            return ops.broadcast_to(bw, (1,) + tuple(self.element_shape))[0]
+        magnitude = ops.stop_gradient(ops.abs(values))
+        i = ops.floor(ops.log2(ops.maximum(magnitude, 1e-30)) + 1e-5) + 1.0
+        bw = ops.relu(i + f)
+        return ops.where(magnitude > 0, bw, ops.zeros_like(bw))
+
+    # ------------------------------------------------- calibration (host side)
+    def rounded_fractional_bits(self) -> np.ndarray:
+        """Integer fractional bits per element, as deployed (numpy)."""
+        f = np.round(ops.convert_to_numpy(self.fractional_bits)).astype(np.int64)
+        if self.is_activation:
+            return np.broadcast_to(f, (1,) + tuple(self.element_shape))[0]
+        return np.broadcast_to(f, tuple(self.element_shape))
+
+    def freeze_int_bits(self) -> None:
+        """Fix ``(k, i)`` per element from the record; inference then wraps on overflow."""
+        vmin = ops.convert_to_numpy(self.vmin)[0]
+        vmax = ops.convert_to_numpy(self.vmax)[0]
+        if not (np.all(np.isfinite(vmin)) and np.all(np.isfinite(vmax))):
+            raise RuntimeError(
+                f"{self.path}: no values were recorded; run compute_bops on non-empty data."
+            )
+        k, i = exact_int_bits(vmin, vmax, self.rounded_fractional_bits())
+        self.keep_negative.assign(k[None].astype("float32"))
+        self.int_bits.assign(i[None].astype("float32"))
+        self.calibrated.assign(1.0)
+
+    def is_calibrated(self) -> bool:
+        return bool(self.is_activation and float(ops.convert_to_numpy(self.calibrated)) > 0)
+
+    def exact_format(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-element ``(k, i, f)`` int arrays of a calibrated activation quantizer."""
+        if not self.is_calibrated():
+            raise RuntimeError(
+                f"{self.path} is not calibrated: call HGQ.bops.compute_bops(model, X) first."
+            )
+        k = ops.convert_to_numpy(self.keep_negative)[0].astype(np.int64)
+        i = ops.convert_to_numpy(self.int_bits)[0].astype(np.int64)
+        return k, i, self.rounded_fractional_bits().copy()
+
+    def exact_bitwidth(self) -> np.ndarray:
+        """``k + i + f`` per element (0 where that is not positive), after calibration."""
+        k, i, f = self.exact_format()
+        return np.maximum(k + i + f, 0)
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def get_config(self) -> dict[str, Any]:
+        base = super().get_config()
+        base.update(config=serialize_quantizer_config(self.config), role=self.role)
+        return base
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> HGQuantizer:
+        config = dict(config)
+        config["config"] = deserialize_quantizer_config(config["config"])
+        return cls(**config)
