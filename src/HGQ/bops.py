@@ -8,12 +8,10 @@ the firmware does) and returns the exact EBOPs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
-from keras import ops
 
 from HGQ.layers.base import HBaseLayer, QLayerBase
 from HGQ.quantizer import HGQuantizer, calibrating
@@ -21,9 +19,11 @@ from HGQ.quantizer import HGQuantizer, calibrating
 
 def hgq_layers(model: keras.Model) -> list[QLayerBase]:
     """Every HGQ layer of ``model``, nested ones included, in tracking order."""
-    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(
-        layer, QLayerBase
-    )]
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, QLayerBase)
+    ]
 
 
 def _activation_quantizers(model: keras.Model) -> list[HGQuantizer]:
@@ -35,9 +35,9 @@ def _activation_quantizers(model: keras.Model) -> list[HGQuantizer]:
 
 
 def _check_calibration_data(data: Any) -> None:
-    arrays = [np.asarray(a) for a in keras.tree.flatten(data)] if not hasattr(
-        data, "__next__"
-    ) else []
+    arrays = (
+        [np.asarray(a) for a in keras.tree.flatten(data)] if not hasattr(data, "__next__") else []
+    )
     if not arrays:
         raise ValueError(
             "compute_bops needs calibration data as arrays (numpy, tensors, or a "
@@ -58,13 +58,29 @@ def _check_calibration_data(data: Any) -> None:
             )
 
 
-def _snapshot(quantizers: Sequence[HGQuantizer]) -> list[tuple[Any, np.ndarray]]:
-    variables = [
-        v
-        for q in quantizers
-        for v in (q.vmin, q.vmax, q.keep_negative, q.int_bits, q.calibrated)
-    ]
-    return [(v, ops.convert_to_numpy(v)) for v in variables]
+def _snapshot(model: keras.Model) -> list[tuple[Any, np.ndarray]]:
+    """Every variable's value. A predict that fails midway on the JAX backend can
+    leave variables detached, so all of them are restored, not just the records."""
+    return [(v, v.numpy()) for v in model.variables]
+
+
+def _check_input_shapes(model: keras.Model, data: Any) -> None:
+    inputs = getattr(model, "inputs", None)
+    if not inputs or hasattr(data, "__next__"):
+        return
+    arrays = keras.tree.flatten(data)
+    if len(arrays) != len(inputs):
+        return  # let Keras report structural mismatches
+    for array, tensor in zip(arrays, inputs):
+        expected = tuple(tensor.shape[1:])
+        got = tuple(np.shape(array)[1:])
+        if len(expected) != len(got) or any(
+            e is not None and e != g for e, g in zip(expected, got)
+        ):
+            raise ValueError(
+                f"compute_bops: calibration data has sample shape {got}, but model "
+                f"'{model.name}' expects {expected}. Pass data shaped like the training inputs."
+            )
 
 
 def _format_table(rows: list[tuple[str, str, str, float]], total: float) -> str:
@@ -82,9 +98,7 @@ def _format_table(rows: list[tuple[str, str, str, float]], total: float) -> str:
     return "\n".join(lines)
 
 
-def compute_bops(
-    model: keras.Model, X: Any, bsz: int | None = None, verbose: bool = True
-) -> float:
+def compute_bops(model: keras.Model, X: Any, bsz: int | None = None, verbose: bool = True) -> float:
     """Calibrate integer bits on ``X`` and return the model's exact EBOPs.
 
     Resets every min/max record, runs ``X`` through the model in inference mode
@@ -99,8 +113,9 @@ def compute_bops(
             "HDense, ... before calling compute_bops."
         )
     _check_calibration_data(X)
+    _check_input_shapes(model, X)
     quantizers = _activation_quantizers(model)
-    saved = _snapshot(quantizers)
+    saved = _snapshot(model)
     try:
         for quantizer in quantizers:
             quantizer.reset_minmax()
@@ -115,9 +130,7 @@ def compute_bops(
             bops = layer.compute_exact_bops()
             total += bops
             bits = layer.exact_output_bitwidth()
-            rows.append(
-                (layer.name, type(layer).__name__, f"{bits.mean():.2f}/{bits.max()}", bops)
-            )
+            rows.append((layer.name, type(layer).__name__, f"{bits.mean():.2f}/{bits.max()}", bops))
             if isinstance(layer, HBaseLayer):
                 layer.bops.assign(bops)
     except BaseException:
@@ -151,7 +164,7 @@ class ResetMinMax(keras.callbacks.Callback):
         if logs is None:
             return
         total = sum(
-            float(ops.convert_to_numpy(layer.bops))
+            float(layer.bops.numpy())
             for layer in hgq_layers(self.model)
             if isinstance(layer, HBaseLayer)
         )

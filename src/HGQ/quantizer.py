@@ -49,6 +49,26 @@ def is_calibrating() -> bool:
     return _calibration_depth > 0
 
 
+def _round_to_grid(x, f, strategy: str, exact: bool, noise=None):
+    """Round ``x`` onto the grid ``2^-f`` with ``strategy``.
+
+    ``exact`` uses the tie-exact round-half-up of inference; training may use the
+    cheaper ``floor(x + 0.5)``, whose rare float32 error near ties does not matter
+    for gradients but would for bit-exactness.
+    """
+    scale = pow2(f)
+    xs = x * scale
+    if strategy == "floor":
+        qi = ops.floor(xs)
+    elif strategy == "standard_round":
+        qi = round_half_up(xs) if exact else ops.floor(xs + 0.5)
+    elif strategy == "stochastic_round":
+        qi = ops.floor(xs + noise)
+    else:  # fast_uniform_noise_injection
+        qi = ops.where(ops.abs(xs) <= 0.5, ops.zeros_like(xs), xs + noise)
+    return qi / scale  # exact: scale is a power of two
+
+
 def resolve_skip_dims(skip_dims: Any, rank: int, is_activation: bool) -> tuple[int, ...]:
     """The axes along which one bitwidth is shared, as non-negative ints."""
     if skip_dims is None or skip_dims == "none":
@@ -66,9 +86,7 @@ def resolve_skip_dims(skip_dims: Any, rank: int, is_activation: bool) -> tuple[i
     normalised = []
     for axis in axes:
         if not -rank <= axis < rank:
-            raise ValueError(
-                f"skip_dims axis {axis} is out of range for a tensor of rank {rank}."
-            )
+            raise ValueError(f"skip_dims axis {axis} is out of range for a tensor of rank {rank}.")
         normalised.append(axis % rank)
     if is_activation:
         normalised.append(0)  # activations never get a bitwidth per sample
@@ -166,11 +184,15 @@ class HGQuantizer(keras.layers.Layer):
         if self.is_activation:
             elem = (1,) + tuple(self.element_shape)
             self.vmin = self.add_weight(
-                name="min_record", shape=elem, initializer=keras.initializers.Constant(np.inf),
+                name="min_record",
+                shape=elem,
+                initializer=keras.initializers.Constant(np.inf),
                 trainable=False,
             )
             self.vmax = self.add_weight(
-                name="max_record", shape=elem, initializer=keras.initializers.Constant(-np.inf),
+                name="max_record",
+                shape=elem,
+                initializer=keras.initializers.Constant(-np.inf),
                 trainable=False,
             )
             self.keep_negative = self.add_weight(
@@ -189,8 +211,9 @@ class HGQuantizer(keras.layers.Layer):
     def reset_minmax(self) -> None:
         """Forget the recorded range (the frozen integer bits stay until recalibrated)."""
         if self.is_activation:
-            self.vmin.assign(ops.full(self.vmin.shape, np.inf))
-            self.vmax.assign(ops.full(self.vmax.shape, -np.inf))
+            # numpy values: an eager ops.full would compile a kernel per shape.
+            self.vmin.assign(np.full(self.vmin.shape, np.inf, np.float32))
+            self.vmax.assign(np.full(self.vmax.shape, -np.inf, np.float32))
 
     # --------------------------------------------------------------- forward
     def effective_fractional_bits(self, training: bool):
@@ -202,45 +225,69 @@ class HGQuantizer(keras.layers.Layer):
 
     def call(self, x, training=None):
         training = bool(training)
-        f_raw = ops.convert_to_tensor(self.fractional_bits)
-        f = ops.stop_gradient(self.effective_fractional_bits(training))
-        scale = pow2(f)
-        xs = x * scale
-        strategy = self.config["rnd_strategy"] if training else (
-            "floor" if self.config["rnd_strategy"] == "floor" else "standard_round"
-        )
-        if strategy == "floor":
-            qi = ops.floor(xs)
-        elif strategy == "standard_round":
-            qi = round_half_up(xs)
-        elif strategy == "stochastic_round":
-            noise = keras.random.uniform(ops.shape(xs), seed=self.seed_generator, dtype=xs.dtype)
-            qi = ops.floor(xs + noise)
-        else:  # fast_uniform_noise_injection
-            noise = keras.random.uniform(
-                ops.shape(xs), minval=-0.5, maxval=0.5, seed=self.seed_generator, dtype=xs.dtype
-            )
-            qi = ops.where(ops.abs(xs) <= 0.5, ops.zeros_like(xs), xs + noise)
-        q = qi / scale
-
+        if training:
+            q = self._quantize_for_training(x)
+        else:
+            strategy = "floor" if self.config["rnd_strategy"] == "floor" else "standard_round"
+            f = ops.round(ops.convert_to_tensor(self.fractional_bits))
+            q = _round_to_grid(x, f, strategy, exact=True)
         if self.is_activation:
-            recording = training or is_calibrating()
-            if recording:
+            if training or is_calibrating():
                 self._update_record(q, training)
             else:
                 q = ops.where(self.calibrated > 0, wrap(q, self.keep_negative, self.int_bits), q)
             if training:
                 self.calibrated.assign(ops.zeros(()))
+        return q
 
-        if not training:
-            return q
-        # Value exactly q; d/dx = 1 (straight through); d/df = -ln2 * (q - x).
-        error = ops.stop_gradient(q - x)
-        return (
-            ops.stop_gradient(q)
-            + (x - ops.stop_gradient(x))
-            - LN2 * error * (f_raw - ops.stop_gradient(f_raw))
-        )
+    def _quantize_for_training(self, x):
+        """Quantize with the training strategy; d/dx = 1, d/df = -ln2 * (q - x)."""
+        strategy = self.config["rnd_strategy"]
+        round_f = bool(self.config["exact_q_value"])
+        f_raw = ops.convert_to_tensor(self.fractional_bits)
+        if strategy in ("stochastic_round", "fast_uniform_noise_injection"):
+            low = 0.0 if strategy == "stochastic_round" else -0.5
+            noise = keras.random.uniform(
+                ops.shape(x),
+                minval=low,
+                maxval=low + 1.0,
+                seed=self.seed_generator,
+                dtype=x.dtype,
+            )
+        else:
+            noise = ops.zeros((), dtype=x.dtype)
+        f_shape = tuple(self.fractional_bits.shape)
+        x_shape = tuple(x.shape)
+        shared = tuple(a for a in range(len(f_shape)) if f_shape[a] == 1 and x_shape[a] != 1)
+
+        def forward(x, f_raw, noise):
+            f = ops.round(f_raw) if round_f else f_raw
+            return _round_to_grid(x, f, strategy, exact=False, noise=noise)
+
+        if keras.backend.backend() == "torch":  # no ops.custom_gradient there
+            q = forward(x, ops.stop_gradient(f_raw), noise)
+            error = ops.stop_gradient(q - x)
+            return (
+                ops.stop_gradient(q)
+                + (x - ops.stop_gradient(x))
+                - LN2 * error * (f_raw - ops.stop_gradient(f_raw))
+            )
+
+        @ops.custom_gradient
+        def quantize(x, f_raw, noise):
+            q = forward(x, f_raw, noise)
+
+            def grad(*args, upstream=None):
+                if upstream is None:
+                    (upstream,) = args
+                grad_f = -LN2 * (q - x) * upstream
+                if shared:
+                    grad_f = ops.sum(grad_f, axis=shared, keepdims=True)
+                return upstream, grad_f, ops.zeros_like(noise)
+
+            return q, grad
+
+        return quantize(x, f_raw, noise)
 
     def _update_record(self, q, training: bool) -> None:
         q = ops.stop_gradient(q)
@@ -266,7 +313,8 @@ class HGQuantizer(keras.layers.Layer):
         """Differentiable bitwidth per element, for the training-time EBOPs.
 
         Activations: ``relu(k + i + f)`` with ``k, i`` from the min/max record.
-        Kernels: ``relu(i + f)`` with ``i`` from each quantized weight (0 stays 0).
+        Kernels: ``relu(i + f)`` with ``i`` from each weight in ``values``; weights
+        that quantize to 0 cost 0.
         No gradient flows through ``k`` or ``i``.
         """
         f = self._scaled_gradient(self.effective_fractional_bits(training=True))
@@ -277,23 +325,27 @@ class HGQuantizer(keras.layers.Layer):
             )
             bw = ops.relu(ops.stop_gradient(k + i) + f)
             return ops.broadcast_to(bw, (1,) + tuple(self.element_shape))[0]
+        # From the float weights: q = 0 iff |w| < 2^-(f+1), and log2|q| ~ log2|w|
+        # (they differ only where rounding crosses a power of two). This spares a
+        # second quantization of the kernel in the training graph.
         magnitude = ops.stop_gradient(ops.abs(values))
-        i = ops.floor(ops.log2(ops.maximum(magnitude, 1e-30)) + 1e-5) + 1.0
+        f_value = ops.stop_gradient(f)
+        i = ops.floor(ops.log2(ops.maximum(magnitude, 1e-30))) + 1.0
         bw = ops.relu(i + f)
-        return ops.where(magnitude > 0, bw, ops.zeros_like(bw))
+        return ops.where(magnitude * pow2(f_value + 1.0) >= 1.0, bw, 0.0)
 
     # ------------------------------------------------- calibration (host side)
     def rounded_fractional_bits(self) -> np.ndarray:
         """Integer fractional bits per element, as deployed (numpy)."""
-        f = np.round(ops.convert_to_numpy(self.fractional_bits)).astype(np.int64)
+        f = np.round(self.fractional_bits.numpy()).astype(np.int64)
         if self.is_activation:
             return np.broadcast_to(f, (1,) + tuple(self.element_shape))[0]
         return np.broadcast_to(f, tuple(self.element_shape))
 
     def freeze_int_bits(self) -> None:
         """Fix ``(k, i)`` per element from the record; inference then wraps on overflow."""
-        vmin = ops.convert_to_numpy(self.vmin)[0]
-        vmax = ops.convert_to_numpy(self.vmax)[0]
+        vmin = self.vmin.numpy()[0]
+        vmax = self.vmax.numpy()[0]
         if not (np.all(np.isfinite(vmin)) and np.all(np.isfinite(vmax))):
             raise RuntimeError(
                 f"{self.path}: no values were recorded; run compute_bops on non-empty data."
@@ -304,7 +356,7 @@ class HGQuantizer(keras.layers.Layer):
         self.calibrated.assign(1.0)
 
     def is_calibrated(self) -> bool:
-        return bool(self.is_activation and float(ops.convert_to_numpy(self.calibrated)) > 0)
+        return bool(self.is_activation and float(self.calibrated.numpy()) > 0)
 
     def exact_format(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-element ``(k, i, f)`` int arrays of a calibrated activation quantizer."""
@@ -312,8 +364,8 @@ class HGQuantizer(keras.layers.Layer):
             raise RuntimeError(
                 f"{self.path} is not calibrated: call HGQ.bops.compute_bops(model, X) first."
             )
-        k = ops.convert_to_numpy(self.keep_negative)[0].astype(np.int64)
-        i = ops.convert_to_numpy(self.int_bits)[0].astype(np.int64)
+        k = self.keep_negative.numpy()[0].astype(np.int64)
+        i = self.int_bits.numpy()[0].astype(np.int64)
         return k, i, self.rounded_fractional_bits().copy()
 
     def exact_bitwidth(self) -> np.ndarray:

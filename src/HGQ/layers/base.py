@@ -245,9 +245,7 @@ class HBaseLayer(QLayerBase):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config["kernel_quantizer_config"] = serialize_quantizer_config(
-            self.kernel_quantizer_config
-        )
+        config["kernel_quantizer_config"] = serialize_quantizer_config(self.kernel_quantizer_config)
         config["pre_activation_quantizer_config"] = serialize_quantizer_config(
             self.pre_activation_quantizer_config
         )

@@ -97,7 +97,7 @@ class HDense(HBaseLayer):
         return outputs
 
     def bops_surrogate(self):
-        kernel_bits = self.kernel_quantizer.surrogate_bitwidth(self.quantized_kernel(True))
+        kernel_bits = self.kernel_quantizer.surrogate_bitwidth(self.kernel)
         return ops.sum(ops.matmul(self.input_bitwidth(), kernel_bits))
 
     def compute_exact_bops(self) -> float:

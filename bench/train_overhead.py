@@ -1,0 +1,102 @@
+"""Training overhead of HGQ against the same plain Keras MLP, in one run.
+
+Model: 16-64-32-32-5 (HQuantize + 4 HDense vs 4 Dense), 200,000 synthetic samples,
+Adam, same backend, same data. Prints steady-state seconds per epoch (median),
+first-epoch seconds, their ratios, and the time of compute_bops on all samples.
+
+    python bench/train_overhead.py [--epochs 6] [--batches 1024 16384]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import keras
+import numpy as np
+
+import HGQ  # noqa: F401  (selects the backend before keras is imported)
+from HGQ import HDense, HQuantize
+from HGQ.bops import ResetMinMax, compute_bops
+
+N_SAMPLES = 200_000
+WIDTHS = (64, 32, 32, 5)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+    def on_train_begin(self, logs=None):
+        self.times: list[float] = []
+
+
+def plain_model() -> keras.Model:
+    layers = [keras.Input((16,))]
+    for i, width in enumerate(WIDTHS):
+        layers.append(keras.layers.Dense(width, activation="relu" if i < 3 else None))
+    return keras.Sequential(layers)
+
+
+def hgq_model(beta: float = 1e-6) -> keras.Model:
+    layers = [keras.Input((16,)), HQuantize(name="inp_q", bops_reg_factor=beta)]
+    for i, width in enumerate(WIDTHS):
+        layers.append(HDense(width, activation="relu" if i < 3 else None, bops_reg_factor=beta))
+    return keras.Sequential(layers)
+
+
+def time_fit(model: keras.Model, x, y, batch: int, epochs: int, callbacks) -> list[float]:
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    timer = EpochTimer()
+    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[*callbacks, timer])
+    return timer.times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1024, 16384])
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N_SAMPLES, 16)).astype("float32")
+    y = np.argmax(x[:, :5] + 0.3 * rng.normal(size=(N_SAMPLES, 5)), axis=1).astype("int32")
+
+    print(f"backend: {keras.backend.backend()}, samples: {N_SAMPLES}, epochs: {args.epochs}")
+    print(
+        f"{'batch':>6} {'plain s/ep':>11} {'hgq s/ep':>9} {'ratio':>6} "
+        f"{'plain 1st':>10} {'hgq 1st':>8} {'ratio':>6}"
+    )
+    model = None
+    for batch in args.batches:
+        keras.utils.set_random_seed(0)
+        plain = time_fit(plain_model(), x, y, batch, args.epochs, [])
+        keras.utils.set_random_seed(0)
+        model = hgq_model()
+        hgq = time_fit(model, x, y, batch, args.epochs, [ResetMinMax()])
+        p_steady, h_steady = statistics.median(plain[1:]), statistics.median(hgq[1:])
+        print(
+            f"{batch:>6} {p_steady:>11.3f} {h_steady:>9.3f} {h_steady / p_steady:>6.2f} "
+            f"{plain[0]:>10.2f} {hgq[0]:>8.2f} {hgq[0] / plain[0]:>6.2f}"
+        )
+    assert model is not None
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        compute_bops(model, x, bsz=16384, verbose=False)
+        runs.append(time.perf_counter() - start)
+    print(
+        f"compute_bops on {N_SAMPLES} samples (bsz 16384): first {runs[0]:.2f} s, "
+        f"then {statistics.median(runs[1:]):.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
