@@ -90,7 +90,7 @@ def test_bad_calibration_data_is_refused_and_model_untouched(rng, data, match):
     before = _state(model)
     with pytest.raises(ValueError, match=match):
         compute_bops(model, data, verbose=False)
-    for a, b in zip(before, _state(model)):
+    for a, b in zip(before, _state(model), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -100,7 +100,7 @@ def test_failed_calibration_restores_records(rng):
     before = _state(model)
     with pytest.raises(ValueError, match=r"sample shape \(5,\).*expects \(3,\)"):
         compute_bops(model, rng.normal(size=(16, 5)).astype("float32"), verbose=False)
-    for a, b in zip(before, _state(model)):
+    for a, b in zip(before, _state(model), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -123,5 +123,5 @@ def test_failure_inside_calibration_restores_every_variable(rng, monkeypatch):
     monkeypatch.setattr(model, "predict", broken_predict)
     with pytest.raises(RuntimeError, match="device lost"):
         compute_bops(model, rng.normal(size=(16, 3)).astype("float32"), verbose=False)
-    for a, b in zip(before, _state(model)):
+    for a, b in zip(before, _state(model), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -71,11 +71,11 @@ def _check_input_shapes(model: keras.Model, data: Any) -> None:
     arrays = keras.tree.flatten(data)
     if len(arrays) != len(inputs):
         return  # let Keras report structural mismatches
-    for array, tensor in zip(arrays, inputs):
+    for array, tensor in zip(arrays, inputs, strict=True):
         expected = tuple(tensor.shape[1:])
         got = tuple(np.shape(array)[1:])
         if len(expected) != len(got) or any(
-            e is not None and e != g for e, g in zip(expected, got)
+            e is not None and e != g for e, g in zip(expected, got, strict=True)
         ):
             raise ValueError(
                 f"compute_bops: calibration data has sample shape {got}, but model "

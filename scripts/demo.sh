@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Main job: train an HGQ MLP on scikit-learn's bundled digits, calibrate it, and
+# compare accuracy and EBOPs with a float model of the same shape.
+source "$(dirname "$0")/_venv.sh"
+ensure_installed main -e ".[examples]"
+exec "$VENV_PY" examples/digits_mlp.py "$@"
