@@ -15,8 +15,11 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-import HGQ  # noqa: F401  (selects the backend before keras is imported)
+# isort: off
+import HGQ  # noqa: F401  (selects the Keras backend: must precede keras)
 import keras
+
+# isort: on
 from HGQ import HDense, HQuantize
 from HGQ.bops import ResetMinMax, compute_bops
 
@@ -72,7 +75,7 @@ def main() -> None:
     reference.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
     reference.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, verbose=2)
 
-    print("\n== HGQ model (bops_reg_factor={:g})".format(args.beta))
+    print(f"\n== HGQ model (bops_reg_factor={args.beta:g})")
     model = hgq_mlp(args.beta)
     model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
     model.fit(

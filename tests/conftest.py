@@ -1,10 +1,13 @@
 """Shared fixtures: guide defaults restored around every test, seeded RNG."""
 
+# isort: off
+import HGQ  # noqa: F401  (selects the Keras backend: must precede keras)
 import keras
+
+# isort: on
 import numpy as np
 import pytest
 
-import HGQ  # noqa: F401  (backend selection before keras)
 from HGQ.config import reset_default_quantizer_configs
 
 
