@@ -244,7 +244,9 @@ class HGQuantizer(keras.layers.Layer):
         """Quantize with the training strategy; d/dx = 1, d/df = -ln2 * (q - x)."""
         strategy = self.config["rnd_strategy"]
         round_f = bool(self.config["exact_q_value"])
-        f_raw = ops.convert_to_tensor(self.fractional_bits)
+        # A tensor, not the variable: tf.custom_gradient treats variable arguments
+        # specially (it would want their gradients through a `variables` keyword).
+        f_raw = ops.add(self.fractional_bits, 0.0)
         if strategy in ("stochastic_round", "fast_uniform_noise_injection"):
             low = 0.0 if strategy == "stochastic_round" else -0.5
             noise = keras.random.uniform(
