@@ -166,6 +166,6 @@ class ResetMinMax(keras.callbacks.Callback):
         total = sum(
             float(layer.bops.numpy())
             for layer in hgq_layers(self.model)
-            if isinstance(layer, HBaseLayer)
+            if isinstance(layer, HBaseLayer) and layer.built
         )
         logs["bops"] = total

@@ -241,7 +241,8 @@ class HBaseLayer(QLayerBase):
         self.pre_activation_quantizer.freeze_int_bits()
 
     def reset_minmax(self) -> None:
-        self.pre_activation_quantizer.reset_minmax()
+        if self.built:  # subclassed models may build on their first training step
+            self.pre_activation_quantizer.reset_minmax()
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
