@@ -11,16 +11,18 @@ from HGQ._backend import choose_backend
 
 
 @pytest.mark.parametrize(
-    "env, config, tf, expected",
+    "env, config, tf, config_available, expected",
     [
-        (None, None, False, "jax"),
-        (None, None, True, None),  # Keras's own default (TensorFlow) is installed
-        ("torch", None, False, None),  # the user's choice wins
-        (None, "tensorflow", False, None),  # keras.json's choice wins
+        (None, None, False, True, "jax"),
+        (None, None, True, True, None),  # Keras's own default (TensorFlow) is installed
+        ("torch", None, False, True, None),  # the user's choice wins
+        (None, "torch", False, True, None),  # keras.json's choice wins
+        # Keras itself writes "tensorflow" into a new keras.json; without TF that is no choice
+        (None, "tensorflow", False, False, "jax"),
     ],
 )
-def test_choose_backend(env, config, tf, expected):
-    assert choose_backend(env, config, tf) == expected
+def test_choose_backend(env, config, tf, config_available, expected):
+    assert choose_backend(env, config, tf, config_available) == expected
 
 
 def _import_in_clean_env(tmp_path, keras_json=None, block_tensorflow=True):
@@ -37,6 +39,13 @@ def _import_in_clean_env(tmp_path, keras_json=None, block_tensorflow=True):
 
 def test_import_without_tensorflow_or_config_uses_jax(tmp_path):
     result = _import_in_clean_env(tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "jax"
+
+
+def test_keras_written_default_config_does_not_break_import_without_tensorflow(tmp_path):
+    # What Keras writes on its first import, whatever backend it runs.
+    result = _import_in_clean_env(tmp_path, keras_json={"backend": "tensorflow"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "jax"
 

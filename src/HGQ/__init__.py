@@ -5,6 +5,8 @@ hardware cost (EBOPs). Importing this package picks JAX as the Keras backend whe
 the user chose none and TensorFlow is not installed.
 """
 
+import sys
+
 from HGQ._backend import select_backend
 
 select_backend()
@@ -25,6 +27,10 @@ from HGQ.layers import (  # noqa: E402
     Signature,
 )
 from HGQ.quantizer import HGQuantizer  # noqa: E402
+
+# hls4ml already imported: make its converter know HGQ's layers now.
+if sys.modules.get("hls4ml") is not None:
+    import HGQ.hls4ml_hook.handlers  # noqa: E402, F401
 
 __version__ = "0.1.0"
 

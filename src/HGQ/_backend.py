@@ -4,6 +4,10 @@ Keras defaults to TensorFlow; a user who installed only the JAX flavour of this
 package would otherwise get an ImportError on `import HGQ`. The rule: an explicit
 choice (``KERAS_BACKEND`` or a ``backend`` entry in keras.json) always wins; with
 no choice and no TensorFlow installed, use JAX.
+
+Keras writes ``~/.keras/keras.json`` with ``"backend": "tensorflow"`` the first time
+it is imported, whatever backend it then runs, so a keras.json that names a backend
+which is not installed is not taken as a choice: it would only make Keras fail.
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ def _module_available(name: str) -> bool:
 
 
 def choose_backend(
-    env_backend: str | None, config_backend: str | None, tensorflow_available: bool
+    env_backend: str | None,
+    config_backend: str | None,
+    tensorflow_available: bool,
+    config_backend_available: bool = True,
 ) -> str | None:
     """The backend to force, or None to leave Keras's own choice alone."""
-    if env_backend or config_backend:
+    if env_backend or (config_backend and config_backend_available):
         return None
     if tensorflow_available:
         return None
@@ -48,10 +55,12 @@ def choose_backend(
 
 def select_backend() -> None:
     """Set ``KERAS_BACKEND`` when the fallback rule applies (before importing Keras)."""
+    config_backend = _keras_config_backend()
     forced = choose_backend(
         os.environ.get("KERAS_BACKEND"),
-        _keras_config_backend(),
+        config_backend,
         _module_available("tensorflow"),
+        config_backend is None or _module_available(config_backend),
     )
     if forced is not None:
         os.environ["KERAS_BACKEND"] = forced

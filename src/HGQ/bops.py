@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from HGQ.layers.base import HBaseLayer, QLayerBase
+from HGQ.layers.replacements import check_only_hgq_layers
 from HGQ.quantizer import HGQuantizer, calibrating
 
 
@@ -112,6 +113,7 @@ def compute_bops(model: keras.Model, X: Any, bsz: int | None = None, verbose: bo
             f"Model '{model.name}' contains no HGQ layers; build it from HQuantize, "
             "HDense, ... before calling compute_bops."
         )
+    check_only_hgq_layers(model)
     _check_calibration_data(X)
     _check_input_shapes(model, X)
     quantizers = _activation_quantizers(model)
@@ -155,6 +157,9 @@ class ResetMinMax(keras.callbacks.Callback):
     ``bops`` is the training surrogate of the epoch's last step, summed over layers;
     it appears in the progress bar and in ``history.history['bops']``.
     """
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        check_only_hgq_layers(self.model)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         for layer in hgq_layers(self.model):

@@ -116,6 +116,10 @@ class QLayerBase(keras.layers.Layer):
         """Exact per-element output bitwidths (ints) after ``compute_bops``."""
         raise NotImplementedError
 
+    def exact_output_format(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-element ``(k, i, f)`` int arrays that hold every output value (after calibration)."""
+        raise NotImplementedError
+
     def compute_exact_bops(self) -> float:
         """Exact EBOPs of this layer after calibration. Layers that do not multiply cost 0."""
         return 0.0
@@ -237,6 +241,9 @@ class HBaseLayer(QLayerBase):
     def exact_output_bitwidth(self) -> np.ndarray:
         return self.pre_activation_quantizer.exact_bitwidth()
 
+    def exact_output_format(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.pre_activation_quantizer.exact_format()
+
     def freeze(self) -> None:
         self.pre_activation_quantizer.freeze_int_bits()
 
@@ -270,6 +277,14 @@ class PLayerBase(QLayerBase):
     def exact_output_bitwidth(self) -> np.ndarray:
         return np.asarray(
             ops.convert_to_numpy(self.transform_bitwidth(self.exact_input_bitwidth()))
+        )
+
+    def exact_output_format(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each of ``k, i, f`` moved like the bitwidths; children that change values override."""
+        kif = self.input_source().exact_output_format()
+        return tuple(
+            np.asarray(ops.convert_to_numpy(self.transform_bitwidth(a))).astype(np.int64)
+            for a in kif
         )
 
     def get_config(self) -> dict[str, Any]:

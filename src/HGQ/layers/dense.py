@@ -86,12 +86,17 @@ class HDense(HBaseLayer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def quantized_kernel(self, training=None):
+        """The kernel as computed with (and, at inference, as deployed)."""
         return self.kernel_quantizer(self.kernel, training=training)
+
+    def quantized_bias(self, training=None):
+        """The bias as added (on the output's fractional grid), or None without bias."""
+        return self.quantize_bias(self.bias, training) if self.use_bias else None
 
     def forward(self, inputs, training=None):
         outputs = ops.matmul(inputs, self.quantized_kernel(training))
         if self.use_bias:
-            outputs = outputs + self.quantize_bias(self.bias, training)
+            outputs = outputs + self.quantized_bias(training)
         if self.activation_name == "relu":
             outputs = ops.relu(outputs)
         return outputs

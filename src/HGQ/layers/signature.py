@@ -64,6 +64,9 @@ class Signature(QLayerBase):
     def exact_output_bitwidth(self) -> np.ndarray:
         return np.maximum(self._bits, 0).astype(np.int64)
 
+    def exact_output_format(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.exact_format()
+
     def exact_format(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-element ``(k, i, f)`` ints, like a calibrated quantizer's."""
         return (

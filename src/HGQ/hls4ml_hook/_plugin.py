@@ -1,0 +1,14 @@
+"""Entry point hls4ml calls while it is imported (group ``hls4ml.backends``).
+
+It adds no backend: it registers HGQ's layer handlers in hls4ml's Keras 3
+converter, so that a plain ``hls4ml.converters.convert_from_keras_model`` call
+understands HGQ layers in any import order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def register(*_args: Any, **_kwargs: Any) -> None:
+    import HGQ.hls4ml_hook.handlers  # noqa: F401  (registration happens on import)

@@ -1,0 +1,58 @@
+"""Per-element fixed-point formats as hls4ml layer dictionaries.
+
+HGQ formats are ``(k, i, f)`` with ``i`` excluding the sign bit; hls4ml's
+``FixedPointQuantizer`` takes ``(k, B, I)`` with the total width ``B`` and the
+``ap_fixed`` integer bits ``I = k + i``, as int arrays with a leading batch axis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from HGQ.quantizer import HGQuantizer
+
+
+def quantizer_rounding(quantizer: HGQuantizer) -> str:
+    """``'TRN'`` for floor quantizers, ``'RND'`` (round half up) for all others at inference."""
+    return "TRN" if quantizer.config["rnd_strategy"] == "floor" else "RND"
+
+
+def fixed_point_quantizer(
+    name: str,
+    kif: tuple[np.ndarray, np.ndarray, np.ndarray],
+    rounding: str,
+    source: str,
+    target: str,
+) -> dict[str, Any]:
+    """An hls4ml ``FixedPointQuantizer`` casting every element to its own wrapping format.
+
+    Elements whose width is not positive always hold 0; they get width 0, which
+    hls4ml emits as a constant 0 instead of an invalid type.
+    """
+    k, i, f = (np.asarray(a, dtype=np.int64) for a in kif)
+    width = np.maximum(k + i + f, 0)
+    int_bits = np.where(width > 0, k + i, 0)
+    k = np.where(width > 0, k, 0)
+    mask = tuple(a[None].astype(np.int16) for a in (k, width, int_bits))
+    return {
+        "name": name,
+        "class_name": "FixedPointQuantizer",
+        "mask_kbi": mask,
+        "SAT": "WRAP",
+        "RND": rounding,
+        "fusible": None,
+        "overrides": {},
+        "input_keras_tensor_names": [source],
+        "output_keras_tensor_names": [target],
+    }
+
+
+def union_format(kif: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[int, int, int]:
+    """One ``(k, i, f)`` that holds every value of every element format (ignoring empty ones)."""
+    k, i, f = (np.asarray(a, dtype=np.int64) for a in kif)
+    live = k + i + f > 0
+    if not np.any(live):
+        return 0, 0, 0
+    return int(np.max(k[live])), int(np.max(i[live])), int(np.max(f[live]))

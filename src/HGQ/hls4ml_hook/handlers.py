@@ -1,0 +1,175 @@
+"""hls4ml Keras 3 handlers for HGQ layers: one handler class per kind of layer.
+
+Importing this module registers the handlers in hls4ml's converter registry. Keys
+are built from the layer classes themselves (``module.ClassName``), so moving or
+renaming a class cannot leave a stale key behind.
+
+Every H-layer becomes its arithmetic (hls4ml ``Dense``, ``Activation``, ...) with
+the already-quantized weights, followed by a ``FixedPointQuantizer`` holding the
+calibrated per-element output formats. hls4ml's bit-exact pass then sizes every
+intermediate type (accumulators, weights) so that nothing is lost on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import keras
+import numpy as np
+from hls4ml.converters.keras_v3._base import KerasV3LayerHandler
+
+from HGQ.hls4ml_hook.formats import fixed_point_quantizer, quantizer_rounding
+from HGQ.layers import HActivation, HDense, HQuantize, QLayerBase, Signature
+
+if TYPE_CHECKING:
+    from keras import KerasTensor
+
+LayerDicts = tuple[dict[str, Any], ...]
+
+
+def handler_keys(*classes: type) -> tuple[str, ...]:
+    """Registry keys for layer classes, the way hls4ml looks them up."""
+    return tuple(f"{cls.__module__}.{cls.__name__}" for cls in classes)
+
+
+def numpy_of(tensor: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float64)
+
+
+class HGQLayerHandler(KerasV3LayerHandler):
+    """Base of HGQ handlers: the layer's operations, then its output quantizer.
+
+    Children implement ``operations``, returning the hls4ml layer dicts that compute
+    the layer from ``inputs`` into the tensor named ``target``.
+    """
+
+    #: Whether the layer ends in a per-element output quantizer.
+    quantizes_output: ClassVar[bool] = True
+
+    def __call__(
+        self,
+        layer: QLayerBase,
+        in_tensors: Sequence[KerasTensor],
+        out_tensors: Sequence[KerasTensor],
+    ) -> LayerDicts:
+        inputs = [t.name for t in in_tensors]
+        output = out_tensors[0].name
+        if not self.quantizes_output:
+            return tuple(self.operations(layer, in_tensors, out_tensors, inputs, output))
+        pre = f"{output}_pre_q"
+        steps = list(self.operations(layer, in_tensors, out_tensors, inputs, pre))
+        quantizer = layer.pre_activation_quantizer
+        source = pre if steps else inputs[0]
+        steps.append(
+            fixed_point_quantizer(
+                f"{layer.name}_q",
+                quantizer.exact_format(),
+                quantizer_rounding(quantizer),
+                source,
+                output,
+            )
+        )
+        return tuple(steps)
+
+    def operations(
+        self,
+        layer: QLayerBase,
+        in_tensors: Sequence[KerasTensor],
+        out_tensors: Sequence[KerasTensor],
+        inputs: list[str],
+        target: str,
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+def activation_step(name: str, activation: str, source: str, target: str, n_in: int):
+    return {
+        "name": name,
+        "class_name": "Activation",
+        "activation": activation,
+        "n_in": n_in,
+        "input_keras_tensor_names": [source],
+        "output_keras_tensor_names": [target],
+    }
+
+
+class HQuantizeHandler(HGQLayerHandler):
+    """HQuantize is its output quantizer alone."""
+
+    handles = handler_keys(HQuantize)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        return []
+
+
+class SignatureHandler(HGQLayerHandler):
+    """Signature truncates and wraps its input to the declared formats."""
+
+    handles = handler_keys(Signature)
+    quantizes_output = False
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        return [fixed_point_quantizer(layer.name, layer.exact_format(), "TRN", inputs[0], target)]
+
+
+class HDenseHandler(HGQLayerHandler):
+    """HDense: hls4ml ``Dense`` with the quantized kernel and bias, then ReLU if any."""
+
+    handles = handler_keys(HDense)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        if len(in_tensors[0].shape) != 2:
+            raise ValueError(
+                f"HDense '{layer.name}' acts on inputs of shape {tuple(in_tensors[0].shape)}; "
+                "hls4ml converts Dense layers on flat inputs only. Put a PFlatten before it."
+            )
+        kernel = numpy_of(layer.quantized_kernel(training=False))
+        bias = layer.quantized_bias(training=False)
+        bias = numpy_of(bias) if bias is not None else np.zeros(kernel.shape[1])
+        relu = layer.activation_name == "relu"
+        dense_out = f"{target}_linear" if relu else target
+        steps = [
+            {
+                "name": layer.name,
+                "class_name": "Dense",
+                "data_format": "channels_last",
+                "weight_data": kernel,
+                "bias_data": bias,
+                "n_in": kernel.shape[0],
+                "n_out": kernel.shape[1],
+                "use_bias": True,
+                "input_keras_tensor_names": inputs,
+                "output_keras_tensor_names": [dense_out],
+            }
+        ]
+        if relu:
+            steps.append(
+                activation_step(f"{layer.name}_relu", "relu", dense_out, target, kernel.shape[1])
+            )
+        return steps
+
+
+class HActivationHandler(HGQLayerHandler):
+    """HActivation: linear and ReLU directly; other functions as a lookup table.
+
+    The table (an hls4ml ``UnaryLUT``) is indexed by the raw bits of the input, so
+    it holds the Keras function's float32 result for every representable input.
+    Its entries are truncated to one fractional bit more than the finest output
+    format: truncating there and then rounding half up per element gives exactly
+    what rounding the float result directly gives, so the table is exact.
+    """
+
+    handles = handler_keys(HActivation)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        from HGQ.hls4ml_hook.lookup_table import lookup_table_step
+
+        name = keras.activations.serialize(layer.activation)
+        name = name if isinstance(name, str) else getattr(layer.activation, "__name__", "")
+        n_in = int(np.prod(in_tensors[0].shape[1:]))
+        if name == "linear":
+            return []
+        if name == "relu":
+            return [activation_step(f"{layer.name}_relu", "relu", inputs[0], target, n_in)]
+        return [lookup_table_step(layer, inputs[0], target, n_in)]

@@ -1,0 +1,122 @@
+"""Conversion refuses what it cannot make exact, loudly, and leaves the model alone."""
+
+import subprocess
+import sys
+import warnings
+
+import hls_support as hs
+import keras
+import numpy as np
+import pytest
+
+from HGQ import HDense, HQuantize
+from HGQ.bops import compute_bops
+from HGQ.hls4ml_hook import convert_from_hgq_model
+
+
+def small_model():
+    return keras.Sequential([keras.Input((4,)), HQuantize(name="inp_q"), HDense(3, name="d")])
+
+
+def weights_of(model):
+    return [np.array(v) for v in model.weights]
+
+
+def test_convert_before_compute_bops_is_refused(tmp_path):
+    model = small_model()
+    before = weights_of(model)
+    with pytest.raises(RuntimeError, match="compute_bops"):
+        convert_from_hgq_model(model, str(tmp_path / "p"))
+    assert all(np.array_equal(a, b) for a, b in zip(before, weights_of(model), strict=True))
+
+
+def test_io_stream_is_refused(tmp_path, rng):
+    model = small_model()
+    compute_bops(model, rng.normal(size=(32, 4)).astype("float32"), verbose=False)
+    with pytest.raises(ValueError, match="io_parallel"):
+        convert_from_hgq_model(model, str(tmp_path / "p"), io_type="io_stream")
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2"])
+def test_bad_bias_accum_is_refused(tmp_path, rng, bad):
+    model = small_model()
+    compute_bops(model, rng.normal(size=(32, 4)).astype("float32"), verbose=False)
+    with pytest.raises(ValueError, match="bias_accum"):
+        convert_from_hgq_model(model, str(tmp_path / "p"), bias_accum=bad)
+
+
+def test_plain_keras_layer_is_named(tmp_path, rng):
+    inp = keras.Input((4,))
+    out = keras.layers.Dense(2, name="plain_dense")(HDense(3)(HQuantize(name="inp_q")(inp)))
+    model = keras.Model(inp, out)
+    with pytest.raises(ValueError, match="plain_dense.*Dense.*HDense"):
+        convert_from_hgq_model(model, str(tmp_path / "p"))
+
+
+def test_missing_hls4ml_gives_install_hint():
+    code = (
+        "import sys; sys.modules['hls4ml'] = None\n"
+        "import HGQ, keras\n"
+        "from HGQ.hls4ml_hook import convert_from_hgq_model\n"
+        "try:\n"
+        "    convert_from_hgq_model(None, 'x')\n"
+        "except ImportError as e:\n"
+        "    print('ERR', e)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert "ERR" in result.stdout and "pip install" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_accumulator_wider_than_float32_warns(tmp_path, rng):
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            HQuantize(name="inp_q", pre_activation_quantizer_config={"init_bw": 14}),
+            HDense(2, name="wide", kernel_quantizer_config={"init_bw": 14}),
+        ]
+    )
+    compute_bops(model, rng.normal(scale=100, size=(64, 16)).astype("float32"), verbose=False)
+    with pytest.warns(UserWarning, match="wide.*float32"):
+        convert_from_hgq_model(model, str(tmp_path / "p"))
+
+
+@pytest.mark.slow
+def test_narrow_model_converts_without_warning(tmp_path, rng):
+    model = small_model()
+    compute_bops(model, rng.normal(size=(64, 4)).astype("float32"), verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        convert_from_hgq_model(model, str(tmp_path / "p"))
+
+
+@pytest.mark.slow
+def test_bias_accum_exact_and_truncated(tmp_path, rng):
+    """None: exact. An int: accumulators cut to f_out + bias_accum fractional bits."""
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            HQuantize(name="inp_q", pre_activation_quantizer_config={"init_bw": 6}),
+            HDense(4, name="d", kernel_quantizer_config={"init_bw": 6}),
+        ]
+    )
+    x = rng.normal(size=(500, 8)).astype("float32")
+    hs.train_briefly(model, x, rng.normal(size=(500, 4)).astype("float32"))
+    exact = hs.convert_compiled(model, x, tmp_path / "exact")
+    assert hs.mismatches(model, exact, x) == (0, x.shape[0] * 4)
+    f_out = int(model.get_layer("d").pre_activation_quantizer.exact_format()[2].max())
+    accum_exact = exact.graph["d"].attributes["accum_t"].precision
+    assert accum_exact.width - accum_exact.integer > f_out + 1  # products carry more bits
+
+    cut = convert_from_hgq_model(model, str(tmp_path / "cut"), bias_accum=1)
+    accum_cut = cut.graph["d"].attributes["accum_t"].precision
+    assert accum_cut.width - accum_cut.integer == f_out + 1
+    assert accum_cut.integer == accum_exact.integer
+    cut.compile()
+    differ, total = hs.mismatches(model, cut, x)
+    # Documented as possibly inexact: the truncated accumulator may only lose, never gain.
+    print(f"bias_accum=1: {differ}/{total} outputs differ")
+    assert differ < total
