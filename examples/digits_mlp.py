@@ -2,7 +2,9 @@
 
 Real data that ships with scikit-learn (no download). Prints Keras's progress bar,
 then the per-layer EBOPs table from compute_bops, then accuracy and EBOPs of the
-quantized model next to the float model of the same shape.
+quantized model next to the float model of the same shape. Finally converts the
+model with hls4ml, compiles its C simulation with g++ and checks that it computes
+exactly what Keras computes, on the test set and on inputs far outside it.
 
     ./scripts/demo.sh [--epochs 60] [--beta 3e-6]
 """
@@ -22,6 +24,7 @@ import keras
 # isort: on
 from HGQ import HDense, HQuantize
 from HGQ.bops import ResetMinMax, compute_bops
+from HGQ.hls4ml_hook import convert_from_hgq_model, precision_table
 
 HIDDEN = (32, 16)
 
@@ -61,6 +64,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--beta", type=float, default=3e-6, help="bops_reg_factor")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--output-dir", default="build/hls4ml/digits_mlp")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
@@ -96,6 +100,23 @@ def main() -> None:
     print(f"{'model':<8} {'accuracy':>9} {'EBOPs':>12}")
     print(f"{'float':<8} {acc_float:>9.4f} {float_ebops(reference):>12,.0f}  (32-bit operands)")
     print(f"{'HGQ':<8} {acc_hgq:>9.4f} {ebops:>12,.0f}")
+
+    print(f"\n== hls4ml conversion ({args.output_dir})")
+    verify_deployment(model, x_test, args.output_dir)
+
+
+def verify_deployment(model: keras.Model, x_test: np.ndarray, output_dir: str) -> None:
+    """Convert, compile the C simulation, and count outputs equal to Keras's, bit for bit."""
+    model_hls = convert_from_hgq_model(model, output_dir)
+    model_hls.compile()
+    print(precision_table(model_hls))
+    rng = np.random.default_rng(0)
+    far = (x_test * 8 + rng.normal(scale=4, size=x_test.shape)).astype("float32")
+    for label, x in (("test set", x_test), ("far outside the calibrated range", far)):
+        expected = model.predict(x, verbose=0)
+        got = np.asarray(model_hls.predict(np.ascontiguousarray(x))).reshape(expected.shape)
+        equal = int(np.sum(got == expected))
+        print(f"bit-exact: {equal}/{expected.size} outputs ({label})")
 
 
 if __name__ == "__main__":

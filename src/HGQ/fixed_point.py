@@ -31,6 +31,22 @@ def round_half_up(x):
     return whole + ops.cast(x - whole >= 0.5, x.dtype)
 
 
+def round_to_grid_host(x: np.ndarray, frac_bits: np.ndarray, floor: bool) -> np.ndarray:
+    """Inference rounding on the host, in numpy float32, for deployment.
+
+    The twin of the ``keras.ops`` path without a device dispatch per call (which on
+    JAX compiles a kernel per shape). Every step (scaling by a power of two, floor,
+    the split-off round-half-up) is exact in float32, so both give identical bits.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    scale = np.ldexp(np.float32(1.0), np.asarray(frac_bits, dtype=np.int32)).astype(np.float32)
+    xs = x * scale
+    whole = np.floor(xs)
+    if not floor:
+        whole = whole + (xs - whole >= 0.5).astype(np.float32)
+    return whole / scale
+
+
 def wrap(q, keep_negative, int_bits):
     """Wrap ``q`` (already on its format's grid) into ``[-k*2^i, 2^i)`` (``AP_WRAP``).
 

@@ -23,6 +23,7 @@ from HGQ.fixed_point import (
     exact_int_bits,
     pow2,
     round_half_up,
+    round_to_grid_host,
     surrogate_int_bits,
     wrap,
 )
@@ -239,6 +240,14 @@ class HGQuantizer(keras.layers.Layer):
             if training:
                 self.calibrated.assign(ops.zeros(()))
         return q
+
+    def quantize_host(self, x: np.ndarray) -> np.ndarray:
+        """Inference quantization of a weight tensor in numpy (same bits as ``call``)."""
+        if self.is_activation:
+            raise TypeError("quantize_host is for kernels; activations also wrap.")
+        floor = self.config["rnd_strategy"] == "floor"
+        f = np.round(np.asarray(self.fractional_bits.numpy(), dtype=np.float32))
+        return round_to_grid_host(x, f, floor)
 
     def _quantize_for_training(self, x):
         """Quantize with the training strategy; d/dx = 1, d/df = -ln2 * (q - x)."""

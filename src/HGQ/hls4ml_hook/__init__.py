@@ -47,4 +47,11 @@ def convert_from_hgq_model(
     )
 
 
-__all__ = ["convert_from_hgq_model"]
+def precision_table(model_hls: Any) -> str:
+    """The fixed-point types hls4ml chose for each layer, one line per layer."""
+    from HGQ.hls4ml_hook.report import precision_table as table
+
+    return table(model_hls)
+
+
+__all__ = ["convert_from_hgq_model", "precision_table"]

@@ -37,6 +37,18 @@ def numpy_of(tensor: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float64)
 
 
+def deployed_weights(layer: QLayerBase) -> tuple[np.ndarray, np.ndarray | None]:
+    """The kernel and bias exactly as the layer computes with them at inference.
+
+    Layers with a host-side twin (``deployed_kernel``) skip the per-op device dispatch.
+    """
+    if hasattr(layer, "deployed_kernel"):
+        kernel, bias = layer.deployed_kernel(), layer.deployed_bias()
+    else:
+        kernel, bias = layer.quantized_kernel(training=False), layer.quantized_bias(training=False)
+    return numpy_of(kernel), (numpy_of(bias) if bias is not None else None)
+
+
 class HGQLayerHandler(KerasV3LayerHandler):
     """Base of HGQ handlers: the layer's operations, then its output quantizer.
 
@@ -124,9 +136,8 @@ class HDenseHandler(HGQLayerHandler):
                 f"HDense '{layer.name}' acts on inputs of shape {tuple(in_tensors[0].shape)}; "
                 "hls4ml converts Dense layers on flat inputs only. Put a PFlatten before it."
             )
-        kernel = numpy_of(layer.quantized_kernel(training=False))
-        bias = layer.quantized_bias(training=False)
-        bias = numpy_of(bias) if bias is not None else np.zeros(kernel.shape[1])
+        kernel, bias = deployed_weights(layer)
+        bias = bias if bias is not None else np.zeros(kernel.shape[-1])
         relu = layer.activation_name == "relu"
         dense_out = f"{target}_linear" if relu else target
         steps = [

@@ -18,7 +18,7 @@ import numpy as np
 from keras import ops
 
 from HGQ.config import merged_config
-from HGQ.fixed_point import pow2, round_half_up
+from HGQ.fixed_point import pow2, round_half_up, round_to_grid_host
 from HGQ.layers._lineage import producer_of, remember
 from HGQ.quantizer import (
     HGQuantizer,
@@ -234,6 +234,13 @@ class HBaseLayer(QLayerBase):
         scale = pow2(f)
         q = round_half_up(bias * scale) / scale
         return ops.stop_gradient(q) + (bias - ops.stop_gradient(bias))
+
+    def quantize_bias_host(self, bias: np.ndarray) -> np.ndarray:
+        """``quantize_bias`` at inference, in numpy (for deployment; same bits)."""
+        f = np.round(self.pre_activation_quantizer.fractional_bits.numpy().astype(np.float32))
+        f = np.broadcast_to(f, (1,) + tuple(self.pre_activation_quantizer.element_shape))
+        f = f.reshape(-1, f.shape[-1]).max(axis=0)
+        return round_to_grid_host(bias, f, floor=False)
 
     def output_bitwidth(self):
         return self.pre_activation_quantizer.surrogate_bitwidth()

@@ -93,6 +93,14 @@ class HDense(HBaseLayer):
         """The bias as added (on the output's fractional grid), or None without bias."""
         return self.quantize_bias(self.bias, training) if self.use_bias else None
 
+    def deployed_kernel(self) -> np.ndarray:
+        """``quantized_kernel()`` at inference, computed on the host (for conversion)."""
+        return self.kernel_quantizer.quantize_host(self.kernel.numpy())
+
+    def deployed_bias(self) -> np.ndarray | None:
+        """``quantized_bias()`` at inference, computed on the host (for conversion)."""
+        return self.quantize_bias_host(self.bias.numpy()) if self.use_bias else None
+
     def forward(self, inputs, training=None):
         outputs = ops.matmul(inputs, self.quantized_kernel(training))
         if self.use_bias:
