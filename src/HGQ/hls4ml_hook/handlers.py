@@ -18,9 +18,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import keras
 import numpy as np
 from hls4ml.converters.keras_v3._base import KerasV3LayerHandler
+from hls4ml.converters.keras_v3.conv import gen_conv_config
 
 from HGQ.hls4ml_hook.formats import fixed_point_quantizer, quantizer_rounding
 from HGQ.layers import HActivation, HDense, HQuantize, QLayerBase, Signature
+from HGQ.layers.add import HAdd
+from HGQ.layers.batchnorm import HConv1DBatchNorm, HConv2DBatchNorm, HDenseBatchNorm
+from HGQ.layers.concatenate import PConcatenate
+from HGQ.layers.conv import HConv1D, HConv2D
+from HGQ.layers.dropout import PDropout
+from HGQ.layers.pooling import PAvgPool1D, PAvgPool2D, PMaxPool1D, PMaxPool2D
+from HGQ.layers.reshaping import PFlatten, PPermute, PReshape
 
 if TYPE_CHECKING:
     from keras import KerasTensor
@@ -128,7 +136,7 @@ class SignatureHandler(HGQLayerHandler):
 class HDenseHandler(HGQLayerHandler):
     """HDense: hls4ml ``Dense`` with the quantized kernel and bias, then ReLU if any."""
 
-    handles = handler_keys(HDense)
+    handles = handler_keys(HDense, HDenseBatchNorm)
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
         if len(in_tensors[0].shape) != 2:
@@ -184,3 +192,180 @@ class HActivationHandler(HGQLayerHandler):
         if name == "relu":
             return [activation_step(f"{layer.name}_relu", "relu", inputs[0], target, n_in)]
         return [lookup_table_step(layer, inputs[0], target, n_in)]
+
+
+def element_shape(tensor: KerasTensor) -> list[int]:
+    return [int(d) for d in tensor.shape[1:]]
+
+
+class HConvHandler(HGQLayerHandler):
+    """HConv1D/2D (and the fused BatchNorm variants): hls4ml ``Conv1D``/``Conv2D``."""
+
+    handles = handler_keys(HConv1D, HConv2D, HConv1DBatchNorm, HConv2DBatchNorm)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        if any(d != 1 for d in layer.dilation_rate):
+            raise ValueError(
+                f"{type(layer).__name__} '{layer.name}' has dilation_rate="
+                f"{layer.dilation_rate}; hls4ml 1.3 converts undilated convolutions only."
+            )
+        kernel, bias = deployed_weights(layer)
+        rank = len(layer.kernel_size)
+        config = gen_conv_config(
+            in_shape=tuple(element_shape(in_tensors[0])),
+            out_shape=tuple(element_shape(out_tensors[0])),
+            ker_px_shape=tuple(layer.kernel_size),
+            strides=tuple(layer.strides),
+            padding=layer.padding,
+            data_format="channels_last",
+            name=layer.name,
+        )
+        relu = layer.activation_name == "relu"
+        conv_out = f"{target}_linear" if relu else target
+        config.update(
+            name=layer.name,
+            class_name=f"Conv{rank}D",
+            data_format="channels_last",
+            weight_data=kernel,
+            bias_data=bias if bias is not None else np.zeros(kernel.shape[-1]),
+            use_bias=True,
+            parallelization_factor=int(layer.parallel_factor),
+            input_keras_tensor_names=inputs,
+            output_keras_tensor_names=[conv_out],
+        )
+        steps = [config]
+        if relu:
+            n_out = int(np.prod(element_shape(out_tensors[0])))
+            steps.append(activation_step(f"{layer.name}_relu", "relu", conv_out, target, n_out))
+        return steps
+
+
+def chained(name: str, inputs: list[str], target: str, make_step) -> list[dict[str, Any]]:
+    """hls4ml merges two tensors at a time: chain ``make_step`` over more inputs."""
+    steps = []
+    current = inputs[0]
+    for n, other in enumerate(inputs[1:], start=1):
+        out = target if n == len(inputs) - 1 else f"{target}_partial{n}"
+        step_name = name if n == len(inputs) - 1 else f"{name}_partial{n}"
+        steps.append(make_step(step_name, [current, other], out))
+        current = out
+    return steps
+
+
+class HAddHandler(HGQLayerHandler):
+    """HAdd: hls4ml ``Merge`` additions (widths from the bit-exact pass), then its quantizer."""
+
+    handles = handler_keys(HAdd)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        def add(name, pair, out):
+            return {
+                "name": name,
+                "class_name": "Merge",
+                "op": "add",
+                "output_shape": element_shape(out_tensors[0]),
+                "input_keras_tensor_names": pair,
+                "output_keras_tensor_names": [out],
+            }
+
+        return chained(layer.name, inputs, target, add)
+
+
+class PassiveLayerHandler(HGQLayerHandler):
+    """Passive layers only move values: no output quantizer of their own."""
+
+    quantizes_output = False
+
+
+class PConcatenateHandler(PassiveLayerHandler):
+    handles = handler_keys(PConcatenate)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        rank = len(element_shape(out_tensors[0]))
+
+        def concatenate(name, pair, out):
+            return {
+                "name": name,
+                "class_name": "Concatenate",
+                "op": f"concatenate{rank}d",
+                "axis": layer.axis,
+                "input_keras_tensor_names": pair,
+                "output_keras_tensor_names": [out],
+            }
+
+        return chained(layer.name, inputs, target, concatenate)
+
+
+class PReshapeHandler(PassiveLayerHandler):
+    """PFlatten and PReshape: hls4ml ``Reshape`` (free in hardware)."""
+
+    handles = handler_keys(PFlatten, PReshape)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        return [
+            {
+                "name": layer.name,
+                "class_name": "Reshape",
+                "target_shape": element_shape(out_tensors[0]),
+                "input_keras_tensor_names": inputs,
+                "output_keras_tensor_names": [target],
+            }
+        ]
+
+
+class PPermuteHandler(PassiveLayerHandler):
+    handles = handler_keys(PPermute)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        return [
+            {
+                "name": layer.name,
+                "class_name": "Transpose",
+                "perm": [int(d) - 1 for d in layer.dims],
+                "input_keras_tensor_names": inputs,
+                "output_keras_tensor_names": [target],
+            }
+        ]
+
+
+class PDropoutHandler(PassiveLayerHandler):
+    """PDropout is the identity at inference (a linear activation hls4ml removes)."""
+
+    handles = handler_keys(PDropout)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        n_in = int(np.prod(element_shape(in_tensors[0])))
+        return [activation_step(layer.name, "linear", inputs[0], target, n_in)]
+
+
+class PPoolHandler(PassiveLayerHandler):
+    """Max and average pools: hls4ml ``Pooling1D``/``Pooling2D``."""
+
+    handles = handler_keys(PMaxPool1D, PMaxPool2D, PAvgPool1D, PAvgPool2D)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        rank = len(layer.pool_size)
+        op = "Max" if isinstance(layer, (PMaxPool1D, PMaxPool2D)) else "Average"
+        config = gen_conv_config(
+            in_shape=tuple(element_shape(in_tensors[0])),
+            out_shape=tuple(element_shape(out_tensors[0])),
+            ker_px_shape=tuple(layer.pool_size),
+            strides=tuple(layer.strides),
+            padding=layer.padding,
+            data_format="channels_last",
+            name=layer.name,
+        )
+        config["pool_width"] = config.pop("filt_width")
+        if rank == 2:
+            config["pool_height"] = config.pop("filt_height")
+        else:
+            config["n_in"] = config["in_width"]
+            config["n_out"] = config["out_width"]
+        config.update(
+            name=layer.name,
+            class_name=f"{op}Pooling{rank}D",
+            data_format="channels_last",
+            input_keras_tensor_names=inputs,
+            output_keras_tensor_names=[target],
+        )
+        return [config]

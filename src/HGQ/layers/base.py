@@ -71,7 +71,27 @@ class QLayerBase(keras.layers.Layer):
         if self.requires_input_bitwidth:
             for source in sources:
                 self._check_source(source)
+            self._check_not_shared(sources)
         object.__setattr__(self, "_input_source_refs", tuple(weakref.ref(s) for s in sources))
+
+    def _check_not_shared(self, sources: list[Any]) -> None:
+        """One layer fed from two places would need two input bitwidth maps for its EBOPs
+        (and two sets of output formats): not supported, so say so at graph-building time."""
+        previous = self._input_source_refs
+        if previous is None:
+            return
+        before = [ref() for ref in previous]
+        if any(b is not None for b in before) and (
+            len(before) != len(sources)
+            or any(b is not s for b, s in zip(before, sources, strict=False))
+        ):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' is called a second time, on the output "
+                f"of '{sources[0].name}' after '{before[0].name if before[0] else '?'}': "
+                "shared HGQ layers are not supported, because each use needs its own input "
+                "bitwidths and output formats. Create one layer per use (weights can be "
+                "copied with set_weights)."
+            )
 
     def _check_source(self, source: Any) -> None:
         if isinstance(source, QLayerBase):
@@ -265,6 +285,30 @@ class HBaseLayer(QLayerBase):
             self.pre_activation_quantizer_config
         )
         return config
+
+
+class HKernelLayer(HBaseLayer):
+    """An H-layer with a kernel (``self.kernel``, ``self.kernel_quantizer``) and maybe a bias.
+
+    It defines what the layer computes with and what conversion deploys; children
+    that derive their weights (fused BatchNorm) override all four methods together.
+    """
+
+    def quantized_kernel(self, training=None):
+        """The kernel as computed with (and, at inference, as deployed)."""
+        return self.kernel_quantizer(self.kernel, training=training)
+
+    def quantized_bias(self, training=None):
+        """The bias as added (on the output's fractional grid), or None without bias."""
+        return self.quantize_bias(self.bias, training) if self.use_bias else None
+
+    def deployed_kernel(self) -> np.ndarray:
+        """``quantized_kernel()`` at inference, computed on the host (for conversion)."""
+        return self.kernel_quantizer.quantize_host(self.kernel.numpy())
+
+    def deployed_bias(self) -> np.ndarray | None:
+        """``quantized_bias()`` at inference, computed on the host (for conversion)."""
+        return self.quantize_bias_host(self.bias.numpy()) if self.use_bias else None
 
 
 class PLayerBase(QLayerBase):

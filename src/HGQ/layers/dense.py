@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from HGQ.fixed_point import bit_span
-from HGQ.layers.base import HBaseLayer
+from HGQ.layers.base import HKernelLayer
 
 _LINEAR_ACTIVATIONS = {"linear": "linear", None: "linear", "relu": "relu"}
 
@@ -30,7 +30,7 @@ def linear_or_relu(layer_kind: str, activation: Any) -> str:
 
 
 @keras.saving.register_keras_serializable(package="HGQ")
-class HDense(HBaseLayer):
+class HDense(HKernelLayer):
     """``keras.layers.Dense`` with heterogeneous quantization of kernel and output.
 
     EBOPs: ``sum_ij bw_in[i] * bw_kernel[i, j]``; the bias is rounded onto the
@@ -50,7 +50,7 @@ class HDense(HBaseLayer):
         bias_constraint: Any = None,
         **kwargs,
     ):
-        self.activation_name = linear_or_relu("HDense", activation)
+        self.activation_name = linear_or_relu(type(self).__name__, activation)
         super().__init__(**kwargs)
         self.units = int(units)
         self.use_bias = bool(use_bias)
@@ -84,22 +84,6 @@ class HDense(HBaseLayer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
-
-    def quantized_kernel(self, training=None):
-        """The kernel as computed with (and, at inference, as deployed)."""
-        return self.kernel_quantizer(self.kernel, training=training)
-
-    def quantized_bias(self, training=None):
-        """The bias as added (on the output's fractional grid), or None without bias."""
-        return self.quantize_bias(self.bias, training) if self.use_bias else None
-
-    def deployed_kernel(self) -> np.ndarray:
-        """``quantized_kernel()`` at inference, computed on the host (for conversion)."""
-        return self.kernel_quantizer.quantize_host(self.kernel.numpy())
-
-    def deployed_bias(self) -> np.ndarray | None:
-        """``quantized_bias()`` at inference, computed on the host (for conversion)."""
-        return self.quantize_bias_host(self.bias.numpy()) if self.use_bias else None
 
     def forward(self, inputs, training=None):
         outputs = ops.matmul(inputs, self.quantized_kernel(training))

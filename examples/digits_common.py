@@ -1,0 +1,103 @@
+"""What the digits examples share: the data, accuracy, and the deployment check."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+# isort: off
+import HGQ  # noqa: F401  (selects the Keras backend: must precede keras)
+import keras
+
+# isort: on
+from HGQ.bops import ResetMinMax, compute_bops
+from HGQ.hls4ml_hook import convert_from_hgq_model, precision_table
+
+
+def load_data(seed: int = 0, sample_shape: tuple[int, ...] = (64,)):
+    digits = load_digits()
+    x = (digits.data / 16.0).astype("float32")  # pixel intensities 0..16 -> [0, 1]
+    x = x.reshape(-1, *sample_shape)
+    y = digits.target.astype("int32")
+    return train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
+
+
+def accuracy(model: keras.Model, x, y) -> float:
+    return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y))
+
+
+def verify_deployment(model: keras.Model, x_test: np.ndarray, output_dir: str) -> None:
+    """Convert, compile the C simulation, and count outputs equal to Keras's, bit for bit."""
+    model_hls = convert_from_hgq_model(model, output_dir)
+    model_hls.compile()
+    print(precision_table(model_hls))
+    rng = np.random.default_rng(0)
+    far = (x_test * 8 + rng.normal(scale=4, size=x_test.shape)).astype("float32")
+    for label, x in (("test set", x_test), ("far outside the calibrated range", far)):
+        expected = model.predict(x, verbose=0)
+        got = np.asarray(model_hls.predict(np.ascontiguousarray(x))).reshape(expected.shape)
+        equal = int(np.sum(got == expected))
+        print(f"bit-exact: {equal}/{expected.size} outputs ({label})")
+
+
+def float_ebops(model: keras.Model, bits: int = 32) -> float:
+    """What the same network costs with every operand 32 bits wide, for scale."""
+    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+    return float(sum(np.prod(kernel.shape) * bits * bits for kernel in kernels))
+
+
+def run_example(
+    doc: str,
+    name: str,
+    hgq_model: Callable[[float], keras.Model],
+    float_model: Callable[[], keras.Model],
+    sample_shape: tuple[int, ...],
+) -> None:
+    """Train float and HGQ twins, calibrate, compare, convert and check bit-exactness."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--beta", type=float, default=3e-6, help="bops_reg_factor")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--output-dir", default=f"build/hls4ml/{name}")
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(0)
+    x_train, x_test, y_train, y_test = load_data(sample_shape=sample_shape)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    print(f"Keras backend: {keras.backend.backend()}")
+    print(f"digits: {len(x_train)} train / {len(x_test)} test samples of shape {sample_shape}\n")
+
+    print("== float model")
+    reference = float_model()
+    reference.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
+    reference.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, verbose=2)
+
+    print(f"\n== HGQ model (bops_reg_factor={args.beta:g})")
+    model = hgq_model(args.beta)
+    model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
+    model.fit(
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        callbacks=[ResetMinMax()],
+        verbose=2,
+    )
+
+    print("\n== compute_bops (calibrates integer bits on the training set)")
+    ebops = compute_bops(model, x_train, bsz=1024)
+
+    acc_float = accuracy(reference, x_test, y_test)
+    acc_hgq = accuracy(model, x_test, y_test)
+    print("\n== result on the held-out test set")
+    print(f"{'model':<8} {'accuracy':>9} {'EBOPs':>12}")
+    print(f"{'float':<8} {acc_float:>9.4f} {float_ebops(reference):>12,.0f}  (32-bit operands)")
+    print(f"{'HGQ':<8} {acc_hgq:>9.4f} {ebops:>12,.0f}")
+
+    print(f"\n== hls4ml conversion ({args.output_dir})")
+    verify_deployment(model, x_test, args.output_dir)

@@ -1,0 +1,328 @@
+"""HConv1D / HConv2D: convolutions with per-weight kernel and per-element output bitwidths.
+
+A convolution is a Dense layer whose kernel is reused at every output position, so it
+quantizes exactly like ``HDense``: each kernel weight has its own fractional bits, each
+output element (position and channel) its own format, and the bias is rounded onto the
+output grid so the deployed sum rounds the same way. Only ``channels_last`` is supported
+because that is the layout hls4ml's ``io_parallel`` convolutions (and the per-element
+output formats) are written for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+from keras import ops
+
+from HGQ.fixed_point import bit_span
+from HGQ.layers.base import HKernelLayer
+from HGQ.layers.dense import linear_or_relu
+
+
+def _as_tuple(value: Any, rank: int, name: str, layer_kind: str) -> tuple[int, ...]:
+    """``value`` (an int or ``rank`` ints) as a tuple of ``rank`` positive ints."""
+    if isinstance(value, (int, np.integer)):
+        values = (int(value),) * rank
+    else:
+        values = tuple(int(v) for v in value)
+    if len(values) != rank or any(v < 1 for v in values):
+        raise ValueError(
+            f"{layer_kind}: {name} must be a positive int or {rank} positive ints, got {value!r}."
+        )
+    return values
+
+
+def conv_output_length(size: int | None, kernel: int, stride: int, dilation: int, padding: str):
+    """Output length of one spatial axis (None if the input length is unknown)."""
+    if size is None:
+        return None
+    if padding == "same":
+        return -(-size // stride)
+    return (size - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """Zeros before and after one axis for ``padding='same'``.
+
+    Keras (on every backend) pads like TensorFlow: the total is what the last window
+    needs, and the odd one out goes at the end.
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def correlated_bitwidth_sum(
+    input_bits: np.ndarray,
+    kernel_bits: np.ndarray,
+    strides: Sequence[int],
+    dilation_rate: Sequence[int],
+    padding: str,
+) -> int:
+    """``sum_{pos, cout} sum_{offset, cin} bw_in[pos*s + offset*d - pad, cin] * bw_k[...]``.
+
+    The operand-width products of every multiplication of one inference, in integers.
+    Padded positions hold no operand (width 0). Written with numpy slicing rather than
+    a convolution routine so that it cross-checks the training-time surrogate.
+    """
+    input_bits = np.asarray(input_bits, np.int64)
+    kernel_bits = np.asarray(kernel_bits, np.int64)
+    kernel_size = kernel_bits.shape[:-2]
+    spatial = input_bits.shape[:-1]
+    pads = [(0, 0)] * len(spatial)
+    if padding == "same":
+        pads = [
+            same_padding(n, k, s, d)
+            for n, k, s, d in zip(spatial, kernel_size, strides, dilation_rate, strict=True)
+        ]
+    padded = np.pad(input_bits, pads + [(0, 0)])
+    out_shape = [
+        conv_output_length(n, k, s, d, padding)
+        for n, k, s, d in zip(spatial, kernel_size, strides, dilation_rate, strict=True)
+    ]
+    # Each kernel offset meets a strided window of the (padded) input at every position.
+    weight_bits_per_cin = kernel_bits.sum(axis=-1)  # kernel_size + (cin,)
+    total = 0
+    for offset in np.ndindex(*kernel_size):
+        window = tuple(
+            slice(o * d, o * d + (n - 1) * s + 1, s)
+            for o, d, s, n in zip(offset, dilation_rate, strides, out_shape, strict=True)
+        )
+        input_sum = padded[window].reshape(-1, padded.shape[-1]).sum(axis=0)  # (cin,)
+        total += int(np.dot(input_sum, weight_bits_per_cin[offset]))
+    return total
+
+
+class HConvBase(HKernelLayer):
+    """Shared code of ``HConv1D`` and ``HConv2D`` (``rank`` spatial axes, channels last).
+
+    EBOPs: every multiplication of one inference costs ``bw_in * bw_kernel`` (the
+    correlation of the input bitwidth map with the kernel's, zero padded), scaled by
+    ``parallel_factor / output_positions``: the default 1 prices one kernel instance
+    reused over all positions, ``parallel_factor = output_positions`` a fully unrolled
+    convolution.
+    """
+
+    rank: ClassVar[int] = 0
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int | Sequence[int],
+        strides: int | Sequence[int] = 1,
+        padding: str = "valid",
+        data_format: str | None = None,
+        dilation_rate: int | Sequence[int] = 1,
+        groups: int = 1,
+        activation: Any = None,
+        use_bias: bool = True,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        kernel_constraint: Any = None,
+        bias_constraint: Any = None,
+        parallel_factor: int = 1,
+        **kwargs,
+    ):
+        kind = type(self).__name__
+        self.activation_name = linear_or_relu(kind, activation)
+        # Validate before Layer.__init__ so a bad call leaves nothing half-built.
+        resolved_format = data_format or keras.config.image_data_format()
+        if resolved_format != "channels_last":
+            origin = (
+                f"data_format={data_format!r}"
+                if data_format
+                else f"keras.config.image_data_format() is {resolved_format!r}"
+            )
+            raise ValueError(
+                f"{kind} supports only data_format='channels_last' ({origin}): per-element "
+                "bitwidths and the hls4ml io_parallel convolution assume channels last. "
+                "Move the channel axis of your data last (e.g. np.moveaxis(x, 1, -1)) and "
+                "pass data_format='channels_last'."
+            )
+        padding_name = str(padding).lower()
+        if padding_name not in ("valid", "same"):
+            raise ValueError(
+                f"{kind} supports padding='valid' or 'same', got {padding!r}. For causal "
+                "padding, pad the input data on the left yourself and use padding='valid'."
+            )
+        if int(groups) != 1:
+            raise ValueError(
+                f"{kind} supports only groups=1 (got {groups!r}): grouped convolutions are "
+                "not implemented. Split the channels into separate HGQ convolutions instead."
+            )
+        if isinstance(parallel_factor, bool) or int(parallel_factor) != parallel_factor:
+            raise ValueError(f"{kind}: parallel_factor must be an int, got {parallel_factor!r}.")
+        if int(parallel_factor) < 1:
+            raise ValueError(f"{kind}: parallel_factor must be >= 1, got {parallel_factor!r}.")
+        filters_int = int(filters)
+        if filters_int < 1:
+            raise ValueError(f"{kind}: filters must be a positive int, got {filters!r}.")
+        kernel_tuple = _as_tuple(kernel_size, self.rank, "kernel_size", kind)
+        strides_tuple = _as_tuple(strides, self.rank, "strides", kind)
+        dilation_tuple = _as_tuple(dilation_rate, self.rank, "dilation_rate", kind)
+        if max(strides_tuple) > 1 and max(dilation_tuple) > 1:
+            raise ValueError(
+                f"{kind}: strides > 1 together with dilation_rate > 1 is not supported (as "
+                f"in keras.layers.Conv{self.rank}D); got strides={strides_tuple}, "
+                f"dilation_rate={dilation_tuple}."
+            )
+
+        super().__init__(**kwargs)
+        self.filters = filters_int
+        self.kernel_size = kernel_tuple
+        self.strides = strides_tuple
+        self.padding = padding_name
+        self.data_format = "channels_last"
+        self.dilation_rate = dilation_tuple
+        self.groups = 1
+        self.parallel_factor = int(parallel_factor)
+        self.use_bias = bool(use_bias)
+        # Without a bias nothing can absorb the half-LSB offset of rounding ('auto').
+        self.output_absorbs_rounding = self.use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+
+    # ------------------------------------------------------------------ shape
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != self.rank + 2:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' expects inputs of rank {self.rank + 2} "
+                f"(batch, {self.rank} spatial axes, channels), got shape {input_shape}."
+            )
+        spatial = tuple(
+            conv_output_length(n, k, s, d, self.padding)
+            for n, k, s, d in zip(
+                input_shape[1:-1], self.kernel_size, self.strides, self.dilation_rate, strict=True
+            )
+        )
+        return (input_shape[0], *spatial, self.filters)
+
+    def build(self, input_shape) -> None:
+        input_shape = tuple(input_shape)
+        output_shape = self.compute_output_shape(input_shape)
+        kind = type(self).__name__
+        if any(n is None for n in input_shape[1:]):
+            raise ValueError(
+                f"{kind} '{self.name}' needs a fully known input sample shape (got "
+                f"{input_shape}): its output bitwidths are per element and its EBOPs depend "
+                "on the number of positions. Give keras.Input the full shape."
+            )
+        if any(n < 1 for n in output_shape[1:-1]):
+            raise ValueError(
+                f"{kind} '{self.name}': input shape {input_shape} is too small for "
+                f"kernel_size={self.kernel_size} and dilation_rate={self.dilation_rate} "
+                "with padding='valid'."
+            )
+        self.output_positions = int(math.prod(output_shape[1:-1]))
+        if self.parallel_factor > self.output_positions:
+            raise ValueError(
+                f"{kind} '{self.name}': parallel_factor={self.parallel_factor} exceeds the "
+                f"{self.output_positions} output positions (that number means fully "
+                "unrolled); use a value between 1 and it."
+            )
+        kernel_shape = (*self.kernel_size, int(input_shape[-1]), self.filters)
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=kernel_shape,
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        self.kernel_quantizer = self.make_kernel_quantizer(kernel_shape)
+        super().build(input_shape)
+
+    # ---------------------------------------------------------------- compute
+    def convolve(self, inputs, kernel):
+        """The layer's convolution geometry applied to ``inputs`` with ``kernel``."""
+        return ops.conv(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            data_format="channels_last",
+            dilation_rate=self.dilation_rate,
+        )
+
+    def forward(self, inputs, training=None):
+        outputs = self.convolve(inputs, self.quantized_kernel(training))
+        if self.use_bias:
+            outputs = outputs + self.quantized_bias(training)
+        if self.activation_name == "relu":
+            outputs = ops.relu(outputs)
+        return outputs
+
+    # ------------------------------------------------------------------ EBOPs
+    def surrogate_kernel_values(self):
+        """The float kernel whose magnitudes give the surrogate's integer bits."""
+        return self.kernel
+
+    def bops_surrogate(self):
+        kernel_bits = self.kernel_quantizer.surrogate_bitwidth(self.surrogate_kernel_values())
+        input_bits = ops.convert_to_tensor(self.input_bitwidth())
+        input_bits = ops.cast(input_bits, kernel_bits.dtype)
+        per_inference = ops.sum(self.convolve(input_bits[None], kernel_bits))
+        return per_inference * (self.parallel_factor / self.output_positions)
+
+    def compute_exact_bops(self) -> float:
+        kernel = ops.convert_to_numpy(self.quantized_kernel(False))
+        kernel_bits = bit_span(kernel, self.kernel_quantizer.rounded_fractional_bits())
+        input_bits = self.exact_input_bitwidth()
+        total = correlated_bitwidth_sum(
+            input_bits, kernel_bits, self.strides, self.dilation_rate, self.padding
+        )
+        return float(total * self.parallel_factor / self.output_positions)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=list(self.kernel_size),
+            strides=list(self.strides),
+            padding=self.padding,
+            data_format=self.data_format,
+            dilation_rate=list(self.dilation_rate),
+            groups=self.groups,
+            activation=self.activation_name,
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
+            kernel_constraint=keras.constraints.serialize(self.kernel_constraint),
+            bias_constraint=keras.constraints.serialize(self.bias_constraint),
+            parallel_factor=self.parallel_factor,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class HConv1D(HConvBase):
+    """``keras.layers.Conv1D`` (channels last) with heterogeneous quantization."""
+
+    rank = 1
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class HConv2D(HConvBase):
+    """``keras.layers.Conv2D`` (channels last) with heterogeneous quantization."""
+
+    rank = 2
