@@ -2,7 +2,7 @@
 
 from HGQ.layers.activation import HActivation
 from HGQ.layers.add import HAdd
-from HGQ.layers.base import HBaseLayer, PLayerBase, QLayerBase
+from HGQ.layers.base import HBaseLayer, HKernelLayer, PLayerBase, QLayerBase
 from HGQ.layers.batchnorm import HConv1DBatchNorm, HConv2DBatchNorm, HDenseBatchNorm
 from HGQ.layers.concatenate import PConcatenate
 from HGQ.layers.conv import HConv1D, HConv2D
@@ -32,6 +32,7 @@ __all__ = [
     "HConv2DBatchNorm",
     "HDense",
     "HDenseBatchNorm",
+    "HKernelLayer",
     "HQuantize",
     "PAveragePooling1D",
     "PAveragePooling2D",
