@@ -47,3 +47,18 @@ def test_plain_layer_feeding_hgq_layer_fails_when_built():
     x = keras.layers.Dense(3, name="plain")(HQuantize(name="inp_q")(inp))
     with pytest.raises(ValueError, match="'plain'.*not an HGQ layer"):
         HDense(2)(x)
+
+
+def test_shared_hgq_layer_is_refused_with_reason():
+    inp = keras.Input((4,))
+    a = HDense(4, name="a")(HQuantize(name="inp_q")(inp))
+    shared = HDense(4, name="shared")
+    b = shared(a)
+    with pytest.raises(ValueError, match="'shared'.*shared HGQ layers are not supported"):
+        shared(b)
+
+
+def test_rebuilding_a_sequential_model_is_not_sharing(rng):
+    model = keras.Sequential([keras.Input((4,)), HQuantize(name="inp_q"), HDense(3)])
+    model.add(HDense(2))  # Keras re-traces the whole graph through the same layers
+    assert model.predict(rng.normal(size=(2, 4)), verbose=0).shape == (2, 2)
