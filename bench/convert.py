@@ -42,17 +42,19 @@ def mlp16() -> tuple[keras.Model, np.ndarray]:
 
 
 def digits_mlp() -> tuple[keras.Model, np.ndarray]:
-    import digits_mlp as example
+    from digits_common import load_data
+    from digits_mlp import hgq_mlp
 
-    x_train, _, _, _ = example.load_data()
-    return example.hgq_mlp(3e-6), x_train
+    x_train, _, _, _ = load_data()
+    return hgq_mlp(3e-6), x_train
 
 
 def digits_cnn() -> tuple[keras.Model, np.ndarray]:
-    import digits_cnn as example
+    from digits_cnn import hgq_cnn
+    from digits_common import load_data
 
-    x_train, _, _, _ = example.load_data()
-    return example.hgq_cnn(3e-6), x_train
+    x_train, _, _, _ = load_data(sample_shape=(8, 8, 1))
+    return hgq_cnn(3e-6), x_train
 
 
 MODELS = {"mlp16": mlp16, "digits_mlp": digits_mlp, "digits_cnn": digits_cnn}
