@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 LayerDicts = tuple[dict[str, Any], ...]
 
+#: Keras activations whose output element depends on other elements of the sample.
+NOT_ELEMENTWISE = frozenset({"softmax", "log_softmax", "sparsemax"})
+
 
 def handler_keys(*classes: type) -> tuple[str, ...]:
     """Registry keys for layer classes, the way hls4ml looks them up."""
@@ -191,6 +194,13 @@ class HActivationHandler(HGQLayerHandler):
             return []
         if name == "relu":
             return [activation_step(f"{layer.name}_relu", "relu", inputs[0], target, n_in)]
+        if name in NOT_ELEMENTWISE:
+            raise ValueError(
+                f"HActivation '{layer.name}' uses {name}, which mixes the elements of a "
+                "sample, so it cannot be a per-element lookup table, and hls4ml's own "
+                "softmax is not bit-exact. End the model with a linear layer and apply "
+                f"{name} outside the firmware (argmax needs no softmax)."
+            )
         return [lookup_table_step(layer, inputs[0], target, n_in)]
 
 
