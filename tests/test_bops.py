@@ -110,3 +110,30 @@ def test_compute_bops_prints_a_per_layer_table(rng, capsys):
     out = capsys.readouterr().out
     assert "dense_a" in out and "inp_q" in out and "total" in out
     assert f"{total:,.0f}" in out
+
+
+def test_partial_last_batch_padding_does_not_change_calibration(rng):
+    """compute_bops pads the last batch with repeated samples (one compile, not two)."""
+    from HGQ.bops import _whole_batches
+
+    x = rng.normal(size=(200, 6)).astype("float32")
+    padded = _whole_batches(x, 64)
+    assert padded.shape == (256, 6)
+    np.testing.assert_array_equal(padded[:200], x)
+    assert {tuple(r) for r in padded[200:].tolist()} <= {tuple(r) for r in x.tolist()}
+
+    def calibrated(bsz):
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential(
+            [keras.Input((6,)), HQuantize(name="inp_q"), HDense(4, activation="relu")]
+        )
+        ebops = compute_bops(model, x, bsz=bsz, verbose=False)
+        q = model.layers[-1].pre_activation_quantizer
+        return ebops, q.exact_format(), q.vmin.numpy(), q.vmax.numpy()
+
+    whole, padded_run = calibrated(200), calibrated(64)
+    assert whole[0] == padded_run[0]
+    for a, b in zip(whole[1], padded_run[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(whole[2], padded_run[2])
+    np.testing.assert_array_equal(whole[3], padded_run[3])

@@ -84,6 +84,23 @@ def _check_input_shapes(model: keras.Model, data: Any) -> None:
             )
 
 
+def _whole_batches(data: Any, bsz: int | None) -> Any:
+    """Pad numpy data to a multiple of ``bsz`` by repeating its first samples.
+
+    A short last batch has another shape, so the calibration pass would be compiled
+    twice; repeated samples leave every min/max record unchanged.
+    """
+    arrays = data if isinstance(data, (list, tuple)) else [data]
+    if not bsz or not all(isinstance(a, np.ndarray) for a in arrays):
+        return data
+    n = len(arrays[0])
+    missing = -n % bsz
+    if n <= bsz or missing == 0:
+        return data
+    padded = [np.concatenate([a, a[np.arange(missing) % n]]) for a in arrays]
+    return padded if isinstance(data, (list, tuple)) else padded[0]
+
+
 def _format_table(rows: list[tuple[str, str, str, float]], total: float) -> str:
     header = ("layer", "type", "output bits (mean/max)", "EBOPs")
     widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(3)]
@@ -123,7 +140,7 @@ def compute_bops(model: keras.Model, X: Any, bsz: int | None = None, verbose: bo
             quantizer.reset_minmax()
         model.predict_function = None  # the calibration trace must not be reused
         with calibrating():
-            model.predict(X, batch_size=bsz, verbose=0)
+            model.predict(_whole_batches(X, bsz), batch_size=bsz, verbose=0)
         for layer in layers:
             layer.freeze()
         rows = []

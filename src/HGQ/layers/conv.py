@@ -283,7 +283,7 @@ class HConvBase(HKernelLayer):
         return per_inference * (self.parallel_factor / self.output_positions)
 
     def compute_exact_bops(self) -> float:
-        kernel = ops.convert_to_numpy(self.quantized_kernel(False))
+        kernel = self.deployed_kernel()
         kernel_bits = bit_span(kernel, self.kernel_quantizer.rounded_fractional_bits())
         input_bits = self.exact_input_bitwidth()
         total = correlated_bitwidth_sum(

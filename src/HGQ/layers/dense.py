@@ -98,7 +98,7 @@ class HDense(HKernelLayer):
         return ops.sum(ops.matmul(self.input_bitwidth(), kernel_bits))
 
     def compute_exact_bops(self) -> float:
-        kernel = ops.convert_to_numpy(self.quantized_kernel(False))
+        kernel = self.deployed_kernel()
         kernel_bits = bit_span(kernel, self.kernel_quantizer.rounded_fractional_bits())
         input_bits = self.exact_input_bitwidth().astype(np.float64)
         return float(np.sum(input_bits @ kernel_bits))
