@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+from randomise import randomise_bits
 
 from HGQ.bops import compute_bops
 from HGQ.hls4ml_hook import convert_from_hgq_model
@@ -29,8 +30,7 @@ def scramble_bitwidths(model: keras.Model, rng: np.random.Generator, low=-1, hig
         if hasattr(layer, "kernel_quantizer"):
             quantizers.append(layer.kernel_quantizer)
         for quantizer in quantizers:
-            fb = quantizer.fractional_bits
-            fb.assign(rng.integers(low, high + 1, size=fb.shape).astype("float32"))
+            randomise_bits(quantizer, rng, low, high)
 
 
 def out_of_range(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

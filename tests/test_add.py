@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import reference as ref
+from randomise import randomise_model
 
 from HGQ import HActivation, HDense, HQuantize, Signature
 from HGQ.bops import ResetMinMax, compute_bops
@@ -151,15 +152,7 @@ def test_residual_inference_equals_fraction_reference_in_and_out_of_range(rng):
     b = d_b(a)
     s2 = add2([a, b])
     model = keras.Model(inp, [d_out(s2), add3([a, b, s2])])
-    for layer in model.layers:
-        quantizer = getattr(layer, "pre_activation_quantizer", None)
-        if quantizer is not None:
-            fb = quantizer.fractional_bits
-            fb.assign(rng.integers(0, 5, size=fb.shape).astype("float32"))
-        if isinstance(layer, HDense):
-            fb = layer.kernel_quantizer.fractional_bits
-            fb.assign(rng.integers(1, 6, size=fb.shape).astype("float32"))
-            layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
+    randomise_model(model, rng)
 
     def forward(r, x):
         vq = r.quant(ref.to_fractions(x), q)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import reference as ref
 from keras import ops
+from randomise import randomise_bits
 from test_conv import reference_conv
 
 from HGQ import HDense, HQuantize, Signature
@@ -25,11 +26,6 @@ def high_bitwidth_model(layer, in_shape):
     inp = keras.Input(in_shape)
     q = HQuantize(name="inp_q", pre_activation_quantizer_config=HIGH)
     return keras.Model(inp, layer(q(inp)))
-
-
-def randomise(quantizer, rng, low, high):
-    fb = quantizer.fractional_bits
-    fb.assign(rng.integers(low, high + 1, size=fb.shape).astype("float32"))
 
 
 def set_random_bn_state(layer, rng):
@@ -164,9 +160,9 @@ def test_quantized_weights_are_the_independently_folded_ones_and_deploy_exactly(
     layer = HDenseBatchNorm(4, activation="relu", name="bn")
     model = keras.Model(inp, layer(q(inp)))
     set_random_bn_state(layer, rng)
-    randomise(q.pre_activation_quantizer, rng, 1, 4)
-    randomise(layer.kernel_quantizer, rng, 1, 5)
-    randomise(layer.pre_activation_quantizer, rng, 0, 4)
+    randomise_bits(q.pre_activation_quantizer, rng, 1, 4)
+    randomise_bits(layer.kernel_quantizer, rng, 1, 5)
+    randomise_bits(layer.pre_activation_quantizer, rng, 0, 4)
     f_k = rounded_f(layer.kernel_quantizer)
     f_out = rounded_f(layer.pre_activation_quantizer)[0]
 
@@ -225,9 +221,9 @@ def test_conv_bn_deploys_as_a_plain_hconv_with_its_quantized_weights(rng):
     bn_model, bn_q, bn_layer = build(HConv2DBatchNorm)
     plain_model, plain_q, plain = build(HConv2D)
     set_random_bn_state(bn_layer, rng)
-    randomise(bn_q.pre_activation_quantizer, rng, 1, 4)
-    randomise(bn_layer.kernel_quantizer, rng, 1, 5)
-    randomise(bn_layer.pre_activation_quantizer, rng, 0, 4)
+    randomise_bits(bn_q.pre_activation_quantizer, rng, 1, 4)
+    randomise_bits(bn_layer.kernel_quantizer, rng, 1, 5)
+    randomise_bits(bn_layer.pre_activation_quantizer, rng, 0, 4)
     for src, dst in [(bn_q, plain_q), (bn_layer, plain)]:
         dst.pre_activation_quantizer.fractional_bits.assign(
             src.pre_activation_quantizer.fractional_bits.numpy()

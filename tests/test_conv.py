@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import reference as ref
+from randomise import randomise_bits
 
 from HGQ import HQuantize, Signature
 from HGQ.bops import ResetMinMax, compute_bops
@@ -88,11 +89,6 @@ def brute_force_ebops(bw_in, bw_kernel, strides, dilation, padding, parallel_fac
                 for ci in range(cin):
                     total += int(bw_in[(*idx, ci)]) * int(bw_kernel[(*off, ci, co)])
     return total * parallel_factor / math.prod(out_shape)
-
-
-def randomise(quantizer, rng, low, high):
-    fb = quantizer.fractional_bits
-    fb.assign(rng.integers(low, high + 1, size=fb.shape).astype("float32"))
 
 
 def rounded_f(quantizer):
@@ -227,8 +223,8 @@ def test_ebops_against_brute_force_numpy(rank, kwargs, rng):
     q = HQuantize(name="inp_q")
     conv = cls(3, **kwargs)
     model = keras.Model(inp, conv(q(inp)))
-    randomise(q.pre_activation_quantizer, rng, -1, 4)
-    randomise(conv.kernel_quantizer, rng, 0, 4)
+    randomise_bits(q.pre_activation_quantizer, rng, -1, 4)
+    randomise_bits(conv.kernel_quantizer, rng, 0, 4)
     conv.kernel.assign(rng.normal(size=conv.kernel.shape).astype("float32"))
     x = (rng.normal(size=(50, *in_shape)) * rng.uniform(0.1, 4, size=in_shape)).astype("float32")
 
@@ -293,9 +289,9 @@ def build_model(rng, rank):
         ]
     model = keras.Sequential([keras.Input(in_shape), HQuantize(name="inp_q"), *layers])
     for layer in model.layers:
-        randomise(layer.pre_activation_quantizer, rng, 0, 4)
+        randomise_bits(layer.pre_activation_quantizer, rng, 0, 4)
         if hasattr(layer, "kernel"):
-            randomise(layer.kernel_quantizer, rng, 1, 5)
+            randomise_bits(layer.kernel_quantizer, rng, 1, 5)
             layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
     return model, in_shape
 

@@ -10,14 +10,10 @@ import numpy as np
 import pytest
 import reference as ref
 from keras import ops
+from randomise import randomise_bits
 
 from HGQ import HActivation, HDense, HQuantize, Signature
 from HGQ.bops import compute_bops
-
-
-def randomise_bits(layer_quantizer, rng, low, high):
-    fb = layer_quantizer.fractional_bits
-    fb.assign(rng.integers(low, high + 1, size=fb.shape).astype("float32"))
 
 
 def build_mlp(rng):

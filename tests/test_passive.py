@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import reference as ref
+from randomise import randomise_model
 
 from HGQ import HActivation, HDense, HQuantize, Signature
 from HGQ.bops import compute_bops
@@ -416,18 +417,6 @@ def ref_pool(values, pool, strides, kind):
     return out
 
 
-def randomise(model, rng):
-    for layer in model.layers:
-        quantizer = getattr(layer, "pre_activation_quantizer", None)
-        if quantizer is not None:
-            fb = quantizer.fractional_bits
-            fb.assign(rng.integers(0, 5, size=fb.shape).astype("float32"))
-        if isinstance(layer, HDense):
-            fb = layer.kernel_quantizer.fractional_bits
-            fb.assign(rng.integers(1, 6, size=fb.shape).astype("float32"))
-            layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
-
-
 def pool_model(pool_cls, kwargs, shape, relu):
     inp = keras.Input(shape)
     q = HQuantize(name="inp_q")
@@ -496,7 +485,7 @@ MODELS = {
 @pytest.mark.parametrize("name", list(MODELS))
 def test_inference_equals_fraction_reference_in_and_out_of_range(name, rng):
     model, forward = MODELS[name]()
-    randomise(model, rng)
+    randomise_model(model, rng)
     shape = tuple(model.input.shape[1:])
     x_cal = rng.normal(size=(64, *shape)).astype("float32")
     compute_bops(model, x_cal, verbose=False)

@@ -98,14 +98,17 @@ def _warn_wide_accumulators(model_hls: ModelGraph) -> None:
 def convert(
     model: keras.Model,
     output_dir: str,
-    part: str = "xcvu9p-flga2104-2L-e",
-    clock_period: float = 5,
-    bias_accum: int | None = None,
-    io_type: str = "io_parallel",
-    backend: str = "Vivado",
+    *,
+    part: str,
+    clock_period: float,
+    bias_accum: int | None,
+    io_type: str,
+    backend: str,
     **hls4ml_kwargs: Any,
 ) -> ModelGraph:
     """Convert a calibrated HGQ model to an hls4ml ``ModelGraph``, bit-exact.
+
+    The defaults live in ``HGQ.hls4ml_hook.convert_from_hgq_model``, the public entry.
 
     ``bias_accum=None`` keeps every accumulator as wide as interval arithmetic says
     (exact). An int cuts accumulators of Dense/Conv layers to that many fractional

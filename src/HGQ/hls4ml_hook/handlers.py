@@ -21,7 +21,7 @@ from hls4ml.converters.keras_v3._base import KerasV3LayerHandler
 from hls4ml.converters.keras_v3.conv import gen_conv_config
 
 from HGQ.hls4ml_hook.formats import fixed_point_quantizer, quantizer_rounding
-from HGQ.layers import HActivation, HDense, HQuantize, QLayerBase, Signature
+from HGQ.layers import HActivation, HDense, HKernelLayer, HQuantize, QLayerBase, Signature
 from HGQ.layers.add import HAdd
 from HGQ.layers.batchnorm import HConv1DBatchNorm, HConv2DBatchNorm, HDenseBatchNorm
 from HGQ.layers.concatenate import PConcatenate
@@ -48,16 +48,10 @@ def numpy_of(tensor: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float64)
 
 
-def deployed_weights(layer: QLayerBase) -> tuple[np.ndarray, np.ndarray | None]:
-    """The kernel and bias exactly as the layer computes with them at inference.
-
-    Layers with a host-side twin (``deployed_kernel``) skip the per-op device dispatch.
-    """
-    if hasattr(layer, "deployed_kernel"):
-        kernel, bias = layer.deployed_kernel(), layer.deployed_bias()
-    else:
-        kernel, bias = layer.quantized_kernel(training=False), layer.quantized_bias(training=False)
-    return numpy_of(kernel), (numpy_of(bias) if bias is not None else None)
+def deployed_weights(layer: HKernelLayer) -> tuple[np.ndarray, np.ndarray | None]:
+    """The kernel and bias exactly as the layer computes with them at inference."""
+    bias = layer.deployed_bias()
+    return numpy_of(layer.deployed_kernel()), (numpy_of(bias) if bias is not None else None)
 
 
 class HGQLayerHandler(KerasV3LayerHandler):
@@ -208,6 +202,19 @@ def element_shape(tensor: KerasTensor) -> list[int]:
     return [int(d) for d in tensor.shape[1:]]
 
 
+def window_geometry(layer, in_tensors, out_tensors, window) -> dict[str, Any]:
+    """hls4ml's sizes and padding of a sliding window (convolution or pool), channels last."""
+    return gen_conv_config(
+        in_shape=tuple(element_shape(in_tensors[0])),
+        out_shape=tuple(element_shape(out_tensors[0])),
+        ker_px_shape=tuple(window),
+        strides=tuple(layer.strides),
+        padding=layer.padding,
+        data_format="channels_last",
+        name=layer.name,
+    )
+
+
 class HConvHandler(HGQLayerHandler):
     """HConv1D/2D (and the fused BatchNorm variants): hls4ml ``Conv1D``/``Conv2D``."""
 
@@ -221,15 +228,7 @@ class HConvHandler(HGQLayerHandler):
             )
         kernel, bias = deployed_weights(layer)
         rank = len(layer.kernel_size)
-        config = gen_conv_config(
-            in_shape=tuple(element_shape(in_tensors[0])),
-            out_shape=tuple(element_shape(out_tensors[0])),
-            ker_px_shape=tuple(layer.kernel_size),
-            strides=tuple(layer.strides),
-            padding=layer.padding,
-            data_format="channels_last",
-            name=layer.name,
-        )
+        config = window_geometry(layer, in_tensors, out_tensors, layer.kernel_size)
         relu = layer.activation_name == "relu"
         conv_out = f"{target}_linear" if relu else target
         config.update(
@@ -356,15 +355,7 @@ class PPoolHandler(PassiveLayerHandler):
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
         rank = len(layer.pool_size)
         op = "Max" if isinstance(layer, (PMaxPool1D, PMaxPool2D)) else "Average"
-        config = gen_conv_config(
-            in_shape=tuple(element_shape(in_tensors[0])),
-            out_shape=tuple(element_shape(out_tensors[0])),
-            ker_px_shape=tuple(layer.pool_size),
-            strides=tuple(layer.strides),
-            padding=layer.padding,
-            data_format="channels_last",
-            name=layer.name,
-        )
+        config = window_geometry(layer, in_tensors, out_tensors, layer.pool_size)
         config["pool_width"] = config.pop("filt_width")
         if rank == 2:
             config["pool_height"] = config.pop("filt_height")

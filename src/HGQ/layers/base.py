@@ -287,12 +287,85 @@ class HBaseLayer(QLayerBase):
         return config
 
 
+_LINEAR_ACTIVATIONS = {"linear": "linear", None: "linear", "relu": "relu"}
+
+
+def linear_or_relu(layer_kind: str, activation: Any) -> str:
+    """'linear' or 'relu'; anything else is an error pointing at HActivation."""
+    if callable(activation):
+        name = getattr(activation, "__name__", None)
+        if activation in (keras.activations.relu, keras.activations.linear):
+            return name
+    elif activation in _LINEAR_ACTIVATIONS:
+        return _LINEAR_ACTIVATIONS[activation]
+    raise ValueError(
+        f"{layer_kind} supports only activation='relu' or 'linear' (got {activation!r}): "
+        "other activations are not exact in fixed point without a lookup table. Use a "
+        f"linear {layer_kind} followed by HActivation({activation!r})."
+    )
+
+
 class HKernelLayer(HBaseLayer):
     """An H-layer with a kernel (``self.kernel``, ``self.kernel_quantizer``) and maybe a bias.
 
-    It defines what the layer computes with and what conversion deploys; children
-    that derive their weights (fused BatchNorm) override all four methods together.
+    It holds the keywords Keras's Dense and Conv share (activation, bias, initializers,
+    regularizers, constraints), creates the weights (``build_kernel``), adds the bias
+    and the ReLU (``finish_forward``), and defines what the layer computes with and what
+    conversion deploys; children that derive their weights (fused BatchNorm) override
+    the four ``quantized_*``/``deployed_*`` methods together.
     """
+
+    def __init__(
+        self,
+        activation: Any = None,
+        use_bias: bool = True,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        kernel_constraint: Any = None,
+        bias_constraint: Any = None,
+        **kwargs,
+    ):
+        self.activation_name = linear_or_relu(type(self).__name__, activation)
+        super().__init__(**kwargs)
+        self.use_bias = bool(use_bias)
+        # Without a bias nothing can absorb the half-LSB offset of rounding ('auto').
+        self.output_absorbs_rounding = self.use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+
+    def build_kernel(self, kernel_shape: tuple[int, ...]) -> None:
+        """Create the kernel, the bias (one per output channel) and the kernel quantizer."""
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=kernel_shape,
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(kernel_shape[-1],),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        self.kernel_quantizer = self.make_kernel_quantizer(kernel_shape)
+
+    def finish_forward(self, outputs, training=None):
+        """Add the quantized bias (if any), then the ReLU (if any), to the linear result."""
+        bias = self.quantized_bias(training)
+        if bias is not None:
+            outputs = outputs + bias
+        if self.activation_name == "relu":
+            outputs = ops.relu(outputs)
+        return outputs
 
     def quantized_kernel(self, training=None):
         """The kernel as computed with (and, at inference, as deployed)."""
@@ -309,6 +382,20 @@ class HKernelLayer(HBaseLayer):
     def deployed_bias(self) -> np.ndarray | None:
         """``quantized_bias()`` at inference, computed on the host (for conversion)."""
         return self.quantize_bias_host(self.bias.numpy()) if self.use_bias else None
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            activation=self.activation_name,
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
+            kernel_constraint=keras.constraints.serialize(self.kernel_constraint),
+            bias_constraint=keras.constraints.serialize(self.bias_constraint),
+        )
+        return config
 
 
 class PLayerBase(QLayerBase):

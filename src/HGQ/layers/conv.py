@@ -20,7 +20,6 @@ from keras import ops
 
 from HGQ.fixed_point import bit_span
 from HGQ.layers.base import HKernelLayer
-from HGQ.layers.dense import linear_or_relu
 
 
 def _as_tuple(value: Any, rank: int, name: str, layer_kind: str) -> tuple[int, ...]:
@@ -120,17 +119,11 @@ class HConvBase(HKernelLayer):
         groups: int = 1,
         activation: Any = None,
         use_bias: bool = True,
-        kernel_initializer: Any = "glorot_uniform",
-        bias_initializer: Any = "zeros",
-        kernel_regularizer: Any = None,
-        bias_regularizer: Any = None,
-        kernel_constraint: Any = None,
-        bias_constraint: Any = None,
         parallel_factor: int = 1,
         **kwargs,
     ):
+        """``kernel_initializer`` and the other Conv keywords go to ``HKernelLayer``."""
         kind = type(self).__name__
-        self.activation_name = linear_or_relu(kind, activation)
         # Validate before Layer.__init__ so a bad call leaves nothing half-built.
         resolved_format = data_format or keras.config.image_data_format()
         if resolved_format != "channels_last":
@@ -173,7 +166,7 @@ class HConvBase(HKernelLayer):
                 f"dilation_rate={dilation_tuple}."
             )
 
-        super().__init__(**kwargs)
+        super().__init__(activation=activation, use_bias=use_bias, **kwargs)
         self.filters = filters_int
         self.kernel_size = kernel_tuple
         self.strides = strides_tuple
@@ -182,15 +175,6 @@ class HConvBase(HKernelLayer):
         self.dilation_rate = dilation_tuple
         self.groups = 1
         self.parallel_factor = int(parallel_factor)
-        self.use_bias = bool(use_bias)
-        # Without a bias nothing can absorb the half-LSB offset of rounding ('auto').
-        self.output_absorbs_rounding = self.use_bias
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
 
     # ------------------------------------------------------------------ shape
     def compute_output_shape(self, input_shape):
@@ -231,23 +215,7 @@ class HConvBase(HKernelLayer):
                 f"{self.output_positions} output positions (that number means fully "
                 "unrolled); use a value between 1 and it."
             )
-        kernel_shape = (*self.kernel_size, int(input_shape[-1]), self.filters)
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=kernel_shape,
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
-        self.kernel_quantizer = self.make_kernel_quantizer(kernel_shape)
+        self.build_kernel((*self.kernel_size, int(input_shape[-1]), self.filters))
         super().build(input_shape)
 
     # ---------------------------------------------------------------- compute
@@ -263,12 +231,7 @@ class HConvBase(HKernelLayer):
         )
 
     def forward(self, inputs, training=None):
-        outputs = self.convolve(inputs, self.quantized_kernel(training))
-        if self.use_bias:
-            outputs = outputs + self.quantized_bias(training)
-        if self.activation_name == "relu":
-            outputs = ops.relu(outputs)
-        return outputs
+        return self.finish_forward(self.convolve(inputs, self.quantized_kernel(training)), training)
 
     # ------------------------------------------------------------------ EBOPs
     def surrogate_kernel_values(self):
@@ -301,14 +264,6 @@ class HConvBase(HKernelLayer):
             data_format=self.data_format,
             dilation_rate=list(self.dilation_rate),
             groups=self.groups,
-            activation=self.activation_name,
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
-            kernel_constraint=keras.constraints.serialize(self.kernel_constraint),
-            bias_constraint=keras.constraints.serialize(self.bias_constraint),
             parallel_factor=self.parallel_factor,
         )
         return config

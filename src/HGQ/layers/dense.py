@@ -11,23 +11,6 @@ from keras import ops
 from HGQ.fixed_point import bit_span
 from HGQ.layers.base import HKernelLayer
 
-_LINEAR_ACTIVATIONS = {"linear": "linear", None: "linear", "relu": "relu"}
-
-
-def linear_or_relu(layer_kind: str, activation: Any) -> str:
-    """'linear' or 'relu'; anything else is an error pointing at HActivation."""
-    if callable(activation):
-        name = getattr(activation, "__name__", None)
-        if activation in (keras.activations.relu, keras.activations.linear):
-            return name
-    elif activation in _LINEAR_ACTIVATIONS:
-        return _LINEAR_ACTIVATIONS[activation]
-    raise ValueError(
-        f"{layer_kind} supports only activation='relu' or 'linear' (got {activation!r}): "
-        "other activations are not exact in fixed point without a lookup table. Use a "
-        f"linear {layer_kind} followed by HActivation({activation!r})."
-    )
-
 
 @keras.saving.register_keras_serializable(package="HGQ")
 class HDense(HKernelLayer):
@@ -37,61 +20,20 @@ class HDense(HKernelLayer):
     output's fractional grid so it costs nothing and rounding stays exact.
     """
 
-    def __init__(
-        self,
-        units: int,
-        activation: Any = None,
-        use_bias: bool = True,
-        kernel_initializer: Any = "glorot_uniform",
-        bias_initializer: Any = "zeros",
-        kernel_regularizer: Any = None,
-        bias_regularizer: Any = None,
-        kernel_constraint: Any = None,
-        bias_constraint: Any = None,
-        **kwargs,
-    ):
-        self.activation_name = linear_or_relu(type(self).__name__, activation)
-        super().__init__(**kwargs)
+    def __init__(self, units: int, activation: Any = None, use_bias: bool = True, **kwargs):
+        """``kernel_initializer`` and the other Dense keywords go to ``HKernelLayer``."""
+        super().__init__(activation=activation, use_bias=use_bias, **kwargs)
         self.units = int(units)
-        self.use_bias = bool(use_bias)
-        self.output_absorbs_rounding = self.use_bias
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
 
     def build(self, input_shape) -> None:
-        kernel_shape = (int(input_shape[-1]), self.units)
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=kernel_shape,
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.units,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
-        self.kernel_quantizer = self.make_kernel_quantizer(kernel_shape)
+        self.build_kernel((int(input_shape[-1]), self.units))
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def forward(self, inputs, training=None):
-        outputs = ops.matmul(inputs, self.quantized_kernel(training))
-        if self.use_bias:
-            outputs = outputs + self.quantized_bias(training)
-        if self.activation_name == "relu":
-            outputs = ops.relu(outputs)
-        return outputs
+        return self.finish_forward(ops.matmul(inputs, self.quantized_kernel(training)), training)
 
     def bops_surrogate(self):
         kernel_bits = self.kernel_quantizer.surrogate_bitwidth(self.kernel)
@@ -105,15 +47,5 @@ class HDense(HKernelLayer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(
-            units=self.units,
-            activation=self.activation_name,
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
-            kernel_constraint=keras.constraints.serialize(self.kernel_constraint),
-            bias_constraint=keras.constraints.serialize(self.bias_constraint),
-        )
+        config["units"] = self.units
         return config

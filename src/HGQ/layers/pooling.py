@@ -199,17 +199,8 @@ class _PAvgPoolBase(_PPoolBase):
 
     kind = "average"
 
-    def __init__(
-        self,
-        pool_size: int | Sequence[int] = 2,
-        strides: int | Sequence[int] | None = None,
-        padding: str = "valid",
-        data_format: str | None = None,
-        **kwargs,
-    ):
-        super().__init__(
-            pool_size=pool_size, strides=strides, padding=padding, data_format=data_format, **kwargs
-        )
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         area = math.prod(self.pool_size)
         if area & (area - 1):
             raise ValueError(

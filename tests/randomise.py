@@ -1,0 +1,25 @@
+"""Random integer bitwidths (and biases) for tests, so formats are truly heterogeneous."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from HGQ import HDense
+
+
+def randomise_bits(quantizer, rng: np.random.Generator, low: int, high: int) -> None:
+    """Every group of ``quantizer`` gets its own fractional bits in [low, high]."""
+    fb = quantizer.fractional_bits
+    fb.assign(rng.integers(low, high + 1, size=fb.shape).astype("float32"))
+
+
+def randomise_model(model: keras.Model, rng: np.random.Generator) -> None:
+    """Outputs 0..4 fractional bits, HDense kernels 1..5 and random biases."""
+    for layer in model.layers:
+        quantizer = getattr(layer, "pre_activation_quantizer", None)
+        if quantizer is not None:
+            randomise_bits(quantizer, rng, 0, 4)
+        if isinstance(layer, HDense):
+            randomise_bits(layer.kernel_quantizer, rng, 1, 5)
+            layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
