@@ -61,15 +61,16 @@ def surrogate_int_bits(vmin, vmax, frac_bits):
     """Integer bits (sign excluded) that hold ``[vmin, vmax]`` on a ``frac_bits`` grid.
 
     Used for the training-time EBOPs surrogate only: ``log2`` is not exact on every
-    backend, so a small slack keeps exact powers of two from rounding up.
+    backend, so a small slack keeps exact powers of two from rounding up. The larger
+    of the positive and negative requirements is taken before the one ``log2``
+    (``ceil(log2(.))`` is monotonic), which keeps the training graph small.
     """
     tiny = 1e-30
     pos = ops.maximum(vmax, 0.0) + pow2(-frac_bits)
-    i_pos = ops.ceil(ops.log2(ops.maximum(pos, tiny)) - 1e-5)
-    i_neg = ops.ceil(ops.log2(ops.maximum(-vmin, tiny)) - 1e-5)
-    keep_negative = ops.cast(vmin < 0, vmin.dtype)
-    int_bits = ops.where(vmin < 0, ops.maximum(i_pos, i_neg), i_pos)
-    return keep_negative, int_bits
+    negative = vmin < 0
+    magnitude = ops.maximum(pos, ops.where(negative, -vmin, tiny))
+    int_bits = ops.ceil(ops.log2(magnitude) - 1e-5)
+    return ops.cast(negative, vmin.dtype), int_bits
 
 
 def ceil_log2_exact(x: np.ndarray) -> np.ndarray:

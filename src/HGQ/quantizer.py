@@ -302,8 +302,11 @@ class HGQuantizer(keras.layers.Layer):
 
     def _update_record(self, q, training: bool) -> None:
         q = ops.stop_gradient(q)
-        batch_min = ops.min(q, axis=0, keepdims=True)
-        batch_max = ops.max(q, axis=0, keepdims=True)
+        # One reduction for both ends (max of q and of -q) keeps the graph small.
+        channels = q.shape[-1]
+        extremes = ops.max(ops.concatenate([q, -q], axis=-1), axis=0, keepdims=True)
+        batch_max = extremes[..., :channels]
+        batch_min = -extremes[..., channels:]
         if training and not self.config["minmax_record"]:
             # No running record: the surrogate follows the current batch alone.
             self.vmin.assign(batch_min)
@@ -339,11 +342,11 @@ class HGQuantizer(keras.layers.Layer):
         # From the float weights: q = 0 iff |w| < 2^-(f+1), and log2|q| ~ log2|w|
         # (they differ only where rounding crosses a power of two). This spares a
         # second quantization of the kernel in the training graph.
-        magnitude = ops.stop_gradient(ops.abs(values))
+        # |w| * 2^(f+1) >= 1 is log2|w| + f + 1 >= 0: one log2 serves both tests.
+        log_magnitude = ops.log2(ops.maximum(ops.stop_gradient(ops.abs(values)), 1e-30))
         f_value = ops.stop_gradient(f)
-        i = ops.floor(ops.log2(ops.maximum(magnitude, 1e-30))) + 1.0
-        bw = ops.relu(i + f)
-        return ops.where(magnitude * pow2(f_value + 1.0) >= 1.0, bw, 0.0)
+        bw = ops.relu(ops.floor(log_magnitude) + 1.0 + f)
+        return ops.where(log_magnitude + f_value + 1.0 >= 0.0, bw, 0.0)
 
     # ------------------------------------------------- calibration (host side)
     def rounded_fractional_bits(self) -> np.ndarray:
