@@ -200,6 +200,41 @@ def test_minmax_record_while_training_and_calibrating_only():
     assert np.all(np.isinf(ops.convert_to_numpy(q.vmax)))
 
 
+def test_non_negative_record_keeps_zero_as_minimum_and_same_format():
+    """A quantizer behind a ReLU skips the min reduction; its (k, i, f) must not change."""
+    data = [[0.0, 3.0, 0.25], [1.5, 0.5, 0.75]]
+    formats = []
+    for non_negative in (False, True):
+        q = HGQuantizer({}, role="activation", non_negative=non_negative)
+        q.build((None, 3))
+        set_f(q, 2)
+        run(q, data, training=True)
+        expected_min = [[0.0, 0.0, 0.0]] if non_negative else [[0.0, 0.5, 0.25]]
+        np.testing.assert_array_equal(ops.convert_to_numpy(q.vmin), expected_min)
+        np.testing.assert_array_equal(ops.convert_to_numpy(q.vmax), [[1.5, 3.0, 0.75]])
+        q.freeze_int_bits()
+        formats.append(q.exact_format())
+    for plain, skipped in zip(*formats, strict=True):
+        np.testing.assert_array_equal(plain, skipped)
+    np.testing.assert_array_equal(formats[1][0], [0, 0, 0])  # no sign bit
+
+
+def test_layers_declare_non_negative_outputs():
+    from HGQ import HActivation, HDense, HQuantize
+
+    inputs = keras.Input((4,))
+    x = HQuantize(name="inp_q")(inputs)
+    relu = HDense(3, activation="relu")
+    linear = HDense(3)
+    sigmoid = HActivation("sigmoid")
+    tanh = HActivation("tanh")
+    tanh(sigmoid(linear(relu(x))))
+    assert relu.pre_activation_quantizer.non_negative
+    assert sigmoid.pre_activation_quantizer.non_negative
+    assert not linear.pre_activation_quantizer.non_negative
+    assert not tanh.pre_activation_quantizer.non_negative
+
+
 def test_freeze_then_wrap_like_ap_fixed():
     q = make(shape=(None, 2))
     set_f(q, 1)

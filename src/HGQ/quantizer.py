@@ -143,7 +143,7 @@ class HGQuantizer(keras.layers.Layer):
     exactly as the deployed ``ap_fixed`` does.
     """
 
-    def __init__(self, config: dict[str, Any], role: str, **kwargs):
+    def __init__(self, config: dict[str, Any], role: str, non_negative: bool = False, **kwargs):
         super().__init__(**kwargs)
         if role not in ("kernel", "activation"):
             raise ValueError(f"role must be 'kernel' or 'activation', got {role!r}")
@@ -153,6 +153,10 @@ class HGQuantizer(keras.layers.Layer):
             raise ValueError("rnd_strategy='auto' must be resolved by the owning layer")
         self.role = role
         self.is_activation = role == "activation"
+        # Set by layers whose output cannot be negative (ReLU, sigmoid): the record
+        # then keeps 0 as the minimum, a bound that gives the same (k, i) as the true
+        # minimum, and training skips one reduction over the batch per step.
+        self.non_negative = bool(non_negative)
 
     # ----------------------------------------------------------------- state
     def build(self, shape: Sequence[int | None]) -> None:
@@ -302,11 +306,11 @@ class HGQuantizer(keras.layers.Layer):
 
     def _update_record(self, q, training: bool) -> None:
         q = ops.stop_gradient(q)
-        # One reduction for both ends (max of q and of -q) keeps the graph small.
-        channels = q.shape[-1]
-        extremes = ops.max(ops.concatenate([q, -q], axis=-1), axis=0, keepdims=True)
-        batch_max = extremes[..., :channels]
-        batch_min = -extremes[..., channels:]
+        batch_max = ops.max(q, axis=0, keepdims=True)
+        if self.non_negative:
+            batch_min = ops.zeros_like(batch_max)
+        else:
+            batch_min = ops.min(q, axis=0, keepdims=True)
         if training and not self.config["minmax_record"]:
             # No running record: the surrogate follows the current batch alone.
             self.vmin.assign(batch_min)
@@ -392,7 +396,11 @@ class HGQuantizer(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         base = super().get_config()
-        base.update(config=serialize_quantizer_config(self.config), role=self.role)
+        base.update(
+            config=serialize_quantizer_config(self.config),
+            role=self.role,
+            non_negative=self.non_negative,
+        )
         return base
 
     @classmethod

@@ -24,6 +24,9 @@ class HActivation(HBaseLayer):
         super().__init__(**kwargs)
         self.activation = keras.activations.get(activation)
 
+    def output_is_non_negative(self) -> bool:
+        return self.activation in (keras.activations.relu, keras.activations.sigmoid)
+
     def forward(self, inputs, training=None):
         return self.activation(inputs)
 

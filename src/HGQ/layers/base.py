@@ -206,10 +206,15 @@ class HBaseLayer(QLayerBase):
         self.pre_activation_quantizer = HGQuantizer(
             self._resolved(self.pre_activation_quantizer_config, self.output_absorbs_rounding),
             role="activation",
+            non_negative=self.output_is_non_negative(),
             name="pre_activation_quantizer",
         )
         self.pre_activation_quantizer.build(output_shape)
         self.bops = self.add_weight(name="bops", shape=(), initializer="zeros", trainable=False)
+
+    def output_is_non_negative(self) -> bool:
+        """Whether ``forward`` never returns a negative value (e.g. it ends in a ReLU)."""
+        return False
 
     def __init_subclass__(cls, **kwargs):
         # The guide's extension point is `forward`, but torch.nn.Module (the base of
@@ -357,6 +362,9 @@ class HKernelLayer(HBaseLayer):
                 constraint=self.bias_constraint,
             )
         self.kernel_quantizer = self.make_kernel_quantizer(kernel_shape)
+
+    def output_is_non_negative(self) -> bool:
+        return self.activation_name == "relu"
 
     def finish_forward(self, outputs, training=None):
         """Add the quantized bias (if any), then the ReLU (if any), to the linear result."""
