@@ -250,3 +250,17 @@ def test_freeze_then_wrap_like_ap_fixed():
     got = run(q, [[2.0, 1.0], [2.5, -1.5], [1.5, 0.5]], training=False)
     # 2.0 mod 2 = 0; 2.5 -> 0.5; signed 1.0 -> -1.0; -1.5 -> 0.5
     np.testing.assert_array_equal(got, [[0.0, -1.0], [0.5, 0.5], [1.5, 0.5]])
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes"),
+    [((6, 4), (0,)), ((5, 3, 2, 4), (0, 1, 2)), ((5, 1, 3), (0,)), ((5, 3, 4), (0, 2))],
+)
+def test_sum_over_shared_axes_equals_plain_sum(shape, axes):
+    """The bitwidth gradient's batch sum (a product with ones where it can) is a sum."""
+    from HGQ.quantizer import _sum_to_shape
+
+    values = np.random.default_rng(1).integers(-8, 8, size=shape).astype("float32")
+    expected = values.sum(axis=axes, keepdims=True)
+    got = ops.convert_to_numpy(_sum_to_shape(ops.convert_to_tensor(values), axes, expected.shape))
+    np.testing.assert_array_equal(got, expected)
