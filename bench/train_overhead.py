@@ -4,13 +4,20 @@ Model: 16-64-32-32-5 (HQuantize + 4 HDense vs 4 Dense), 200,000 synthetic sample
 Adam, same backend, same data. Prints steady-state seconds per epoch (median),
 first-epoch seconds, their ratios, and the time of compute_bops on all samples.
 
-    python bench/train_overhead.py [--epochs 6] [--batches 1024 16384]
+    python bench/train_overhead.py [--epochs 6] [--batches 1024 16384] [--fresh-process]
+
+``--fresh-process`` also times each model's first epoch in a new Python process per
+run (one model per process, as a user's training script runs it), so neither model
+profits from the other's warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 # isort: off
@@ -62,16 +69,52 @@ def time_fit(model: keras.Model, x, y, batch: int, epochs: int, callbacks) -> li
     return timer.times
 
 
+def make_data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N_SAMPLES, 16)).astype("float32")
+    y = np.argmax(x[:, :5] + 0.3 * rng.normal(size=(N_SAMPLES, 5)), axis=1).astype("int32")
+    return x, y
+
+
+def run_single(kind: str, batch: int) -> None:
+    """Train one model for 2 epochs in this process and print its epoch times as JSON."""
+    x, y = make_data()
+    keras.utils.set_random_seed(0)
+    model = plain_model() if kind == "plain" else hgq_model()
+    callbacks = [] if kind == "plain" else [ResetMinMax()]
+    print(json.dumps(time_fit(model, x, y, batch, 2, callbacks)))
+
+
+def first_epochs_in_fresh_processes(batch: int, repeats: int) -> tuple[float, float]:
+    """Median first-epoch seconds of plain and HGQ, each run in its own new process."""
+    firsts: dict[str, list[float]] = {"plain": [], "hgq": []}
+    for _ in range(repeats):
+        for kind in firsts:
+            out = subprocess.run(
+                [sys.executable, __file__, "--single", kind, "--batches", str(batch)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            firsts[kind].append(json.loads(out.strip().splitlines()[-1])[0])
+    return statistics.median(firsts["plain"]), statistics.median(firsts["hgq"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batches", type=int, nargs="+", default=[1024, 16384])
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per model")
+    parser.add_argument(
+        "--fresh-process", action="store_true", help="also time first epochs in new processes"
+    )
+    parser.add_argument("--single", choices=["plain", "hgq"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.single:
+        run_single(args.single, args.batches[0])
+        return
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(N_SAMPLES, 16)).astype("float32")
-    y = np.argmax(x[:, :5] + 0.3 * rng.normal(size=(N_SAMPLES, 5)), axis=1).astype("int32")
+    x, y = make_data()
 
     print(f"backend: {keras.backend.backend()}, samples: {N_SAMPLES}, epochs: {args.epochs}")
     print(
@@ -95,6 +138,12 @@ def main() -> None:
             f"{batch:>6} {p_steady:>11.3f} {h_steady:>9.3f} {h_steady / p_steady:>6.2f} "
             f"{p_first:>10.2f} {h_first:>8.2f} {h_first / p_first:>6.2f}"
         )
+    if args.fresh_process:
+        print("first epoch, one model per new process (medians):")
+        for batch in args.batches:
+            p_first, h_first = first_epochs_in_fresh_processes(batch, args.repeats)
+            ratio = h_first / p_first
+            print(f"{batch:>6} plain {p_first:.2f} s, hgq {h_first:.2f} s, ratio {ratio:.2f}")
     assert model is not None
     runs = []
     for _ in range(3):
