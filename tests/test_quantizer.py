@@ -219,6 +219,19 @@ def test_non_negative_record_keeps_zero_as_minimum_and_same_format():
     np.testing.assert_array_equal(formats[1][0], [0, 0, 0])  # no sign bit
 
 
+def test_non_negative_record_still_knows_when_it_is_empty():
+    """Its minimum is 0 from the start, so emptiness must be read from the maximum."""
+    q = HGQuantizer({}, role="activation", non_negative=True)
+    q.build((None, 2))
+    with pytest.raises(RuntimeError, match="no values were recorded"):
+        q.freeze_int_bits()
+    run(q, [[1.0, 2.0]], training=True)
+    q.reset_minmax()
+    np.testing.assert_array_equal(ops.convert_to_numpy(q.vmin), [[0.0, 0.0]])
+    with pytest.raises(RuntimeError, match="no values were recorded"):
+        q.freeze_int_bits()
+
+
 def test_layers_declare_non_negative_outputs():
     from HGQ import HActivation, HDense, HQuantize
 
@@ -254,10 +267,17 @@ def test_freeze_then_wrap_like_ap_fixed():
 
 @pytest.mark.parametrize(
     ("shape", "axes"),
-    [((6, 4), (0,)), ((5, 3, 2, 4), (0, 1, 2)), ((5, 1, 3), (0,)), ((5, 3, 4), (0, 2))],
+    [
+        ((6, 4), (0,)),
+        ((5, 3, 2, 4), (0, 1, 2)),
+        ((5, 1, 3), (0,)),
+        ((5, 3, 4), (0, 2)),
+        ((8192, 3), (0,)),  # long enough for the product with ones
+        ((2048, 5, 2), (0, 1)),
+    ],
 )
 def test_sum_over_shared_axes_equals_plain_sum(shape, axes):
-    """The bitwidth gradient's batch sum (a product with ones where it can) is a sum."""
+    """The bitwidth gradient's batch sum (a product with ones for long sums) is a sum."""
     from HGQ.quantizer import _sum_to_shape
 
     values = np.random.default_rng(1).integers(-8, 8, size=shape).astype("float32")

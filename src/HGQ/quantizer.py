@@ -70,17 +70,25 @@ def _round_to_grid(x, f, strategy: str, exact: bool, noise=None):
     return qi / scale  # exact: scale is a power of two
 
 
+# Below this many summed rows a plain reduction is as fast, and it fuses into the
+# kernel that computes ``values``, one compiled kernel fewer (measured on XLA:CPU:
+# equal speed at 1024 and 4096 rows, the product 10-15% faster at 16384).
+_MIN_ROWS_FOR_MATMUL_SUM = 8192
+
+
 def _sum_to_shape(values, axes: tuple[int, ...], shape: tuple[int, ...]):
-    """``sum(values, axes, keepdims=True)``, as a product with a row of ones where it can.
+    """``sum(values, axes, keepdims=True)``, as a product with a row of ones for long sums.
 
     XLA:CPU sums over the leading (batch) axis of a row-major tensor one strided column
-    at a time; the same sum as a matrix product is several times faster, and it is the
-    reduction in every step of training (the bitwidth gradient of each activation).
+    at a time; for large batches the same sum as a matrix product is faster, and it is
+    the reduction in every step of training (the bitwidth gradient of each activation).
     """
     rank = len(values.shape)
     if axes != tuple(range(len(axes))) or any(values.shape[a] is None for a in range(rank)):
         return ops.sum(values, axis=axes, keepdims=True)
     rows = int(np.prod([values.shape[a] for a in axes], dtype=np.int64))
+    if rows < _MIN_ROWS_FOR_MATMUL_SUM:
+        return ops.sum(values, axis=axes, keepdims=True)
     columns = int(np.prod(values.shape[len(axes) :], dtype=np.int64))
     ones = ops.ones((1, rows), dtype=values.dtype)
     summed = ops.matmul(ones, ops.reshape(values, (rows, columns)))
@@ -171,8 +179,8 @@ class HGQuantizer(keras.layers.Layer):
         self.role = role
         self.is_activation = role == "activation"
         # Set by layers whose output cannot be negative (ReLU, sigmoid): the record
-        # then keeps 0 as the minimum, a bound that gives the same (k, i) as the true
-        # minimum, and training skips one reduction over the batch per step.
+        # then keeps 0 as the minimum for good, a bound that gives the same (k, i) as
+        # the true minimum, and training neither reduces nor updates the minimum.
         self.non_negative = bool(non_negative)
 
     # ----------------------------------------------------------------- state
@@ -208,7 +216,7 @@ class HGQuantizer(keras.layers.Layer):
             self.vmin = self.add_weight(
                 name="min_record",
                 shape=elem,
-                initializer=keras.initializers.Constant(np.inf),
+                initializer=keras.initializers.Constant(self._empty_min_record()),
                 trainable=False,
             )
             self.vmax = self.add_weight(
@@ -230,11 +238,15 @@ class HGQuantizer(keras.layers.Layer):
             self.seed_generator = keras.random.SeedGenerator()
         super().build(shape)
 
+    def _empty_min_record(self) -> float:
+        """The minimum recorded before any value: +inf, or 0 for a non-negative output."""
+        return 0.0 if self.non_negative else np.inf
+
     def reset_minmax(self) -> None:
         """Forget the recorded range (the frozen integer bits stay until recalibrated)."""
         if self.is_activation:
             # numpy values: an eager ops.full would compile a kernel per shape.
-            self.vmin.assign(np.full(self.vmin.shape, np.inf, np.float32))
+            self.vmin.assign(np.full(self.vmin.shape, self._empty_min_record(), np.float32))
             self.vmax.assign(np.full(self.vmax.shape, -np.inf, np.float32))
 
     # --------------------------------------------------------------- forward
@@ -324,17 +336,13 @@ class HGQuantizer(keras.layers.Layer):
     def _update_record(self, q, training: bool) -> None:
         q = ops.stop_gradient(q)
         batch_max = ops.max(q, axis=0, keepdims=True)
+        # No running record: the surrogate follows the current batch alone.
+        running = not training or self.config["minmax_record"]
+        self.vmax.assign(ops.maximum(self.vmax, batch_max) if running else batch_max)
         if self.non_negative:
-            batch_min = ops.zeros_like(batch_max)
-        else:
-            batch_min = ops.min(q, axis=0, keepdims=True)
-        if training and not self.config["minmax_record"]:
-            # No running record: the surrogate follows the current batch alone.
-            self.vmin.assign(batch_min)
-            self.vmax.assign(batch_max)
-            return
-        self.vmin.assign(ops.minimum(self.vmin, batch_min))
-        self.vmax.assign(ops.maximum(self.vmax, batch_max))
+            return  # the minimum stays 0
+        batch_min = ops.min(q, axis=0, keepdims=True)
+        self.vmin.assign(ops.minimum(self.vmin, batch_min) if running else batch_min)
 
     # ------------------------------------------------------------- bitwidths
     def _scaled_gradient(self, f):
