@@ -5,19 +5,24 @@ Adam, same backend, same data. Prints steady-state seconds per epoch (median),
 first-epoch seconds, their ratios, and the time of compute_bops on all samples.
 
     python bench/train_overhead.py [--epochs 6] [--batches 1024 16384] [--fresh-process]
+                                   [--compilation-cache]
 
 ``--fresh-process`` also times each model's first epoch in a new Python process per
 run (one model per process, as a user's training script runs it), so neither model
-profits from the other's warm-up.
+profits from the other's warm-up. ``--compilation-cache`` (JAX) adds the same
+measurement for a re-run of the script with JAX's persistent compilation cache on:
+one untimed run per model fills a fresh cache, then the timed runs read from it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 # isort: off
@@ -85,19 +90,48 @@ def run_single(kind: str, batch: int) -> None:
     print(json.dumps(time_fit(model, x, y, batch, 2, callbacks)))
 
 
-def first_epochs_in_fresh_processes(batch: int, repeats: int) -> tuple[float, float]:
-    """Median first-epoch seconds of plain and HGQ, each run in its own new process."""
+def first_epoch_in_new_process(kind: str, batch: int, cache_dir: str | None) -> float:
+    """First-epoch seconds of one model trained in a new Python process."""
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
+        # The default (1 s) would skip the training step, which compiles in less.
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
+    out = subprocess.run(
+        [sys.executable, __file__, "--single", kind, "--batches", str(batch)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])[0]
+
+
+def first_epochs_in_fresh_processes(
+    batch: int, repeats: int, cached: bool = False
+) -> tuple[float, float]:
+    """Median first-epoch seconds of plain and HGQ, each run in its own new process.
+
+    ``cached``: the runs share a new persistent compilation cache, filled by one
+    untimed run per model first (a re-run of the same training script).
+    """
     firsts: dict[str, list[float]] = {"plain": [], "hgq": []}
-    for _ in range(repeats):
-        for kind in firsts:
-            out = subprocess.run(
-                [sys.executable, __file__, "--single", kind, "--batches", str(batch)],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            firsts[kind].append(json.loads(out.strip().splitlines()[-1])[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        cache_dir = tmp if cached else None
+        if cached:
+            for kind in firsts:
+                first_epoch_in_new_process(kind, batch, cache_dir)
+        for _ in range(repeats):
+            for kind in firsts:
+                firsts[kind].append(first_epoch_in_new_process(kind, batch, cache_dir))
     return statistics.median(firsts["plain"]), statistics.median(firsts["hgq"])
+
+
+def print_fresh_process_firsts(batches: list[int], repeats: int, cached: bool) -> None:
+    for batch in batches:
+        p_first, h_first = first_epochs_in_fresh_processes(batch, repeats, cached)
+        ratio = h_first / p_first
+        print(f"{batch:>6} plain {p_first:.2f} s, hgq {h_first:.2f} s, ratio {ratio:.2f}")
 
 
 def main() -> None:
@@ -107,6 +141,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per model")
     parser.add_argument(
         "--fresh-process", action="store_true", help="also time first epochs in new processes"
+    )
+    parser.add_argument(
+        "--compilation-cache",
+        action="store_true",
+        help="also time first epochs of re-runs with JAX's persistent compilation cache",
     )
     parser.add_argument("--single", choices=["plain", "hgq"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -140,10 +179,10 @@ def main() -> None:
         )
     if args.fresh_process:
         print("first epoch, one model per new process (medians):")
-        for batch in args.batches:
-            p_first, h_first = first_epochs_in_fresh_processes(batch, args.repeats)
-            ratio = h_first / p_first
-            print(f"{batch:>6} plain {p_first:.2f} s, hgq {h_first:.2f} s, ratio {ratio:.2f}")
+        print_fresh_process_firsts(args.batches, args.repeats, cached=False)
+    if args.compilation_cache and keras.backend.backend() == "jax":
+        print("first epoch of a re-run, JAX persistent compilation cache (medians):")
+        print_fresh_process_firsts(args.batches, args.repeats, cached=True)
     assert model is not None
     runs = []
     for _ in range(3):
