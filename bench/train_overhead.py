@@ -17,6 +17,7 @@ one untimed run per model fills a fresh cache, then the timed runs read from it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -116,8 +117,7 @@ def first_epochs_in_fresh_processes(
     untimed run per model first (a re-run of the same training script).
     """
     firsts: dict[str, list[float]] = {"plain": [], "hgq": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        cache_dir = tmp if cached else None
+    with tempfile.TemporaryDirectory() if cached else contextlib.nullcontext() as cache_dir:
         if cached:
             for kind in firsts:
                 first_epoch_in_new_process(kind, batch, cache_dir)
@@ -180,7 +180,9 @@ def main() -> None:
     if args.fresh_process:
         print("first epoch, one model per new process (medians):")
         print_fresh_process_firsts(args.batches, args.repeats, cached=False)
-    if args.compilation_cache and keras.backend.backend() == "jax":
+    if args.compilation_cache and keras.backend.backend() != "jax":
+        print("--compilation-cache skipped: it times JAX's cache, and the backend is not JAX")
+    elif args.compilation_cache:
         print("first epoch of a re-run, JAX persistent compilation cache (medians):")
         print_fresh_process_firsts(args.batches, args.repeats, cached=True)
     assert model is not None

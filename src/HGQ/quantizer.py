@@ -83,10 +83,11 @@ def _sum_to_shape(values, axes: tuple[int, ...], shape: tuple[int, ...]):
     at a time; for large batches the same sum as a matrix product is faster, and it is
     the reduction in every step of training (the bitwidth gradient of each activation).
     """
-    rank = len(values.shape)
-    if axes != tuple(range(len(axes))) or any(values.shape[a] is None for a in range(rank)):
-        return ops.sum(values, axis=axes, keepdims=True)
-    rows = int(np.prod([values.shape[a] for a in axes], dtype=np.int64))
+    static = all(dim is not None for dim in values.shape)
+    leading_and_static = static and axes == tuple(range(len(axes)))
+    rows = (
+        int(np.prod([values.shape[a] for a in axes], dtype=np.int64)) if leading_and_static else 0
+    )
     if rows < _MIN_ROWS_FOR_MATMUL_SUM:
         return ops.sum(values, axis=axes, keepdims=True)
     columns = int(np.prod(values.shape[len(axes) :], dtype=np.int64))
