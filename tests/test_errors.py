@@ -94,6 +94,18 @@ def test_bad_calibration_data_is_refused_and_model_untouched(rng, data, match):
         np.testing.assert_array_equal(a, b)
 
 
+def test_diverged_model_is_refused_with_the_cause_and_left_untouched(rng):
+    model = _model()
+    compute_bops(model, rng.normal(size=(16, 3)).astype("float32"), verbose=False)
+    kernel = model.layers[1].kernel
+    kernel.assign(np.where(np.eye(3, 2) > 0, np.nan, kernel.numpy()).astype("float32"))
+    before = _state(model)
+    with pytest.raises(ValueError, match=rf"1 weight\(s\).*\({kernel.path}\).*diverged"):
+        compute_bops(model, rng.normal(size=(16, 3)).astype("float32"), verbose=False)
+    for a, b in zip(before, _state(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_failed_calibration_restores_records(rng):
     model = _model()
     compute_bops(model, rng.normal(size=(16, 3)).astype("float32"), verbose=False)

@@ -232,6 +232,16 @@ def test_non_negative_record_still_knows_when_it_is_empty():
         q.freeze_int_bits()
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_record_is_not_mistaken_for_an_empty_one(bad):
+    q = HGQuantizer({}, role="activation")
+    q.build((None, 2))
+    run(q, [[1.0, -2.0]], training=True)
+    q.vmax.assign(np.array([[1.0, bad]], "float32"))
+    with pytest.raises(RuntimeError, match="holds NaN or inf"):
+        q.freeze_int_bits()
+
+
 def test_layers_declare_non_negative_outputs():
     from HGQ import HActivation, HDense, HQuantize
 

@@ -59,6 +59,20 @@ def _check_calibration_data(data: Any) -> None:
             )
 
 
+def _check_finite_weights(model: keras.Model) -> None:
+    """A model whose training diverged has NaN/inf weights; its ranges mean nothing."""
+    bad = [v.path for v in model.trainable_variables if not np.all(np.isfinite(v.numpy()))]
+    if bad:
+        listed = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ValueError(
+            f"compute_bops: {len(bad)} weight(s) of model '{model.name}' hold NaN/inf "
+            f"({listed}), so training diverged (the loss history shows nan). Common "
+            "causes: a loss that expects probabilities on a linear output (use "
+            "from_logits=True), or a learning rate that is too high. Retrain, then "
+            "calibrate."
+        )
+
+
 def _snapshot(model: keras.Model) -> list[tuple[Any, np.ndarray]]:
     """Every variable's value. A predict that fails midway on the JAX backend can
     leave variables detached, so all of them are restored, not just the records."""
@@ -133,6 +147,7 @@ def compute_bops(model: keras.Model, X: Any, bsz: int | None = None, verbose: bo
     check_only_hgq_layers(model)
     _check_calibration_data(X)
     _check_input_shapes(model, X)
+    _check_finite_weights(model)
     quantizers = _activation_quantizers(model)
     saved = _snapshot(model)
     try:

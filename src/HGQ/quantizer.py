@@ -390,9 +390,15 @@ class HGQuantizer(keras.layers.Layer):
         """Fix ``(k, i)`` per element from the record; inference then wraps on overflow."""
         vmin = self.vmin.numpy()[0]
         vmax = self.vmax.numpy()[0]
-        if not (np.all(np.isfinite(vmin)) and np.all(np.isfinite(vmax))):
+        if np.any(vmax == -np.inf):  # the maximum starts at -inf; any value lifts it
             raise RuntimeError(
                 f"{self.path}: no values were recorded; run compute_bops on non-empty data."
+            )
+        if not (np.all(np.isfinite(vmin)) and np.all(np.isfinite(vmax))):
+            raise RuntimeError(
+                f"{self.path}: the recorded range holds NaN or inf, so this layer computed "
+                "non-finite values on the calibration data (weights that are NaN, or an "
+                "overflow earlier in the model). Check the model's outputs on that data."
             )
         k, i = exact_int_bits(vmin, vmax, self.rounded_fractional_bits())
         self.keep_negative.assign(k[None].astype("float32"))
