@@ -74,3 +74,13 @@ def calibrate(values, f):
         column = values[(slice(None), *e)]
         k[e], i[e] = integer_bits(min(column), max(column), int(f[e]))
     return k, i
+
+
+def significant_bits(values) -> int:
+    """Most significant bits any of ``values`` (dyadic Fractions) needs, sign excluded."""
+    widest = 0
+    for v in np.asarray(values, dtype=object).ravel():
+        n = abs(v.numerator)
+        if n:
+            widest = max(widest, (n // (n & -n)).bit_length())
+    return widest

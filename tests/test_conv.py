@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 import reference as ref
-from randomise import randomise_bits
+from randomise import BIT_RANGES, randomise_bits
 from round_trip import reload_and_compare
 
 from HGQ import HQuantize, Signature
@@ -275,7 +275,7 @@ def test_ebops_against_brute_force_numpy(rank, kwargs, rng):
 
 
 # ------------------------------------------------------ exact fixed point
-def build_model(rng, rank):
+def build_model(rng, rank, widths="narrow"):
     if rank == 1:
         in_shape = (7, 2)
         layers = [
@@ -289,10 +289,12 @@ def build_model(rng, rank):
             HConv2D(2, 2, strides=2, name="c2"),
         ]
     model = keras.Sequential([keras.Input(in_shape), HQuantize(name="inp_q"), *layers])
+    bits = BIT_RANGES[widths]
     for layer in model.layers:
-        randomise_bits(layer.pre_activation_quantizer, rng, 0, 4)
+        kind = "input" if isinstance(layer, HQuantize) else "output"
+        randomise_bits(layer.pre_activation_quantizer, rng, *bits[kind])
         if hasattr(layer, "kernel"):
-            randomise_bits(layer.kernel_quantizer, rng, 1, 5)
+            randomise_bits(layer.kernel_quantizer, rng, *bits["kernel"])
             layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
     return model, in_shape
 
@@ -331,9 +333,10 @@ def reference_forward(params, x, formats=None):
     return values, seen
 
 
+@pytest.mark.parametrize("widths", ["narrow", "wide"])
 @pytest.mark.parametrize("rank", [1, 2])
-def test_inference_equals_exact_reference_in_and_out_of_range(rank, rng):
-    model, in_shape = build_model(rng, rank)
+def test_inference_equals_exact_reference_in_and_out_of_range(rank, widths, rng):
+    model, in_shape = build_model(rng, rank, widths)
     params = reference_params(model)
     x_cal = rng.normal(size=(80, *in_shape)).astype("float32")
     compute_bops(model, x_cal, bsz=32, verbose=False)
@@ -355,6 +358,9 @@ def test_inference_equals_exact_reference_in_and_out_of_range(rank, rng):
     expected = expected.astype(np.float64)
     got = model.predict(x_test, verbose=0)
     assert np.array_equal(got, expected), f"{np.sum(got != expected)} of {got.size} differ"
+    if widths == "wide":  # the products really take operands wider than TF32's 11 bits
+        quantized_input = keras.Model(model.inputs[0], model.layers[0].output)(x_test)
+        assert ref.significant_bits(ref.to_fractions(quantized_input)) > 11
     unwrapped, _ = reference_forward(params, x_test[20:])
     assert not np.array_equal(unwrapped.astype(np.float64), expected[20:])  # overflow happened
 

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import reference as ref
 from keras import ops
-from randomise import randomise_bits
+from randomise import BIT_RANGES, randomise_bits
 
 from HGQ import HActivation, HDense, HQuantize, Signature
 from HGQ.bops import compute_bops
 
 
-def build_mlp(rng):
+def build_mlp(rng, widths="narrow"):
+    bits = BIT_RANGES[widths]
     model = keras.Sequential(
         [
             keras.Input((6,)),
@@ -26,9 +27,10 @@ def build_mlp(rng):
         ]
     )
     for layer in model.layers:
-        randomise_bits(layer.pre_activation_quantizer, rng, 0, 4)
+        kind = "input" if isinstance(layer, HQuantize) else "output"
+        randomise_bits(layer.pre_activation_quantizer, rng, *bits[kind])
         if isinstance(layer, HDense):
-            randomise_bits(layer.kernel_quantizer, rng, 1, 5)
+            randomise_bits(layer.kernel_quantizer, rng, *bits["kernel"])
             layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
     return model
 
@@ -68,8 +70,9 @@ def reference_forward(params, x, formats=None):
 
 
 @pytest.mark.smoke
-def test_mlp_inference_equals_integer_reference_in_and_out_of_range(rng):
-    model = build_mlp(rng)
+@pytest.mark.parametrize("widths", ["narrow", "wide"])
+def test_mlp_inference_equals_integer_reference_in_and_out_of_range(rng, widths):
+    model = build_mlp(rng, widths)
     params = numpy_params(model)
     x_cal = rng.normal(size=(200, 6)).astype("float32")
     compute_bops(model, x_cal, bsz=64, verbose=False)
@@ -87,6 +90,9 @@ def test_mlp_inference_equals_integer_reference_in_and_out_of_range(rng):
     got = model.predict(x_test, verbose=0)
     expected = expected.astype(np.float64)
     assert np.array_equal(got, expected), f"{np.sum(got != expected)} of {got.size} outputs differ"
+    if widths == "wide":  # the products really take operands wider than TF32's 11 bits
+        quantized_input = keras.Model(model.inputs[0], model.layers[0].output)(x_test)
+        assert ref.significant_bits(ref.to_fractions(quantized_input)) > 11
     # Out-of-range inputs really overflowed somewhere (otherwise the test is weak).
     unwrapped, _ = reference_forward(params, x_test[40:])
     assert not np.array_equal(unwrapped.astype(np.float64), expected[40:])
