@@ -8,12 +8,14 @@ import numpy as np
 from HGQ import HDense
 
 # Fractional bits (low, high) of a model's input quantizer, its other outputs and its
-# kernels. "wide" gives inputs of up to 13 significant bits, more than the 11 of a TF32
-# tensor-core operand (GPUs use TF32 for float32 products unless told otherwise), with
-# every sum still within float32's 24 bits; "narrow" is the usual small-width case.
+# kernels. "wide" models have one kernel layer: inputs of up to 13 significant bits
+# (more than the 11 of a TF32 tensor-core operand; GPUs use TF32 for float32 products
+# unless told otherwise) and outputs fine enough (15-16 fractional bits) to keep every
+# bit of the products, with every sum still within float32's 24 bits. "narrow" is the
+# usual small-width case.
 BIT_RANGES = {
     "narrow": {"input": (0, 4), "output": (0, 4), "kernel": (1, 5)},
-    "wide": {"input": (9, 10), "output": (3, 5), "kernel": (5, 6)},
+    "wide": {"input": (9, 10), "output": (15, 16), "kernel": (5, 6)},
 }
 
 

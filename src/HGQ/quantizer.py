@@ -27,6 +27,7 @@ from HGQ.fixed_point import (
     surrogate_int_bits,
     wrap,
 )
+from HGQ.full_precision import full_precision
 
 _calibration_depth = 0
 
@@ -92,7 +93,8 @@ def _sum_to_shape(values, axes: tuple[int, ...], shape: tuple[int, ...]):
         return ops.sum(values, axis=axes, keepdims=True)
     columns = int(np.prod(values.shape[len(axes) :], dtype=np.int64))
     ones = ops.ones((1, rows), dtype=values.dtype)
-    summed = ops.matmul(ones, ops.reshape(values, (rows, columns)))
+    with full_precision():
+        summed = ops.matmul(ones, ops.reshape(values, (rows, columns)))
     return ops.reshape(summed, shape)
 
 

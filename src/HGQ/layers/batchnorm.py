@@ -25,6 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from HGQ.full_precision import full_precision
 from HGQ.layers.conv import HConv1D, HConv2D
 from HGQ.layers.dense import HDense
 
@@ -228,11 +229,13 @@ class HDenseBatchNorm(FusedBatchNormMixin, HDense):
     """
 
     def linear(self, inputs, kernel):
-        return ops.matmul(inputs, kernel)
+        with full_precision():
+            return ops.matmul(inputs, kernel)
 
     def bops_surrogate(self):
         kernel_bits = self.kernel_quantizer.surrogate_bitwidth(self.surrogate_kernel_values())
-        return ops.sum(ops.matmul(self.input_bitwidth(), kernel_bits))
+        with full_precision():
+            return ops.sum(ops.matmul(self.input_bitwidth(), kernel_bits))
 
 
 @keras.saving.register_keras_serializable(package="HGQ")

@@ -19,6 +19,7 @@ import numpy as np
 from keras import ops
 
 from HGQ.fixed_point import bit_span
+from HGQ.full_precision import full_precision
 from HGQ.layers.base import HKernelLayer
 
 
@@ -221,14 +222,15 @@ class HConvBase(HKernelLayer):
     # ---------------------------------------------------------------- compute
     def convolve(self, inputs, kernel):
         """The layer's convolution geometry applied to ``inputs`` with ``kernel``."""
-        return ops.conv(
-            inputs,
-            kernel,
-            strides=self.strides,
-            padding=self.padding,
-            data_format="channels_last",
-            dilation_rate=self.dilation_rate,
-        )
+        with full_precision():
+            return ops.conv(
+                inputs,
+                kernel,
+                strides=self.strides,
+                padding=self.padding,
+                data_format="channels_last",
+                dilation_rate=self.dilation_rate,
+            )
 
     def forward(self, inputs, training=None):
         return self.finish_forward(self.convolve(inputs, self.quantized_kernel(training)), training)

@@ -9,6 +9,7 @@ import numpy as np
 from keras import ops
 
 from HGQ.fixed_point import bit_span
+from HGQ.full_precision import full_precision
 from HGQ.layers.base import HKernelLayer
 
 
@@ -43,7 +44,10 @@ class HDense(HKernelLayer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def forward(self, inputs, training=None):
-        return self.finish_forward(ops.matmul(inputs, self.quantized_kernel(training)), training)
+        kernel = self.quantized_kernel(training)
+        with full_precision():
+            outputs = ops.matmul(inputs, kernel)
+        return self.finish_forward(outputs, training)
 
     def bops_surrogate(self):
         kernel_bits = self.kernel_quantizer.surrogate_bitwidth(self.kernel)

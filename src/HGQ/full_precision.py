@@ -1,0 +1,55 @@
+"""Full float32 precision for the products HGQ layers compute.
+
+On NVIDIA GPUs the frameworks run float32 matrix products and convolutions on tensor
+cores in TF32 unless told otherwise (JAX for its matrix products and convolutions,
+PyTorch's cuDNN for convolutions, and PyTorch's matrix products after
+``torch.set_float32_matmul_precision('high')``). TF32 keeps 11 significant bits of
+each operand; a quantized activation or weight may have more, and the firmware
+multiplies exactly, so a reduced-precision product would break bit-exactness with
+hls4ml. The HGQ layers therefore compute their own products inside
+``full_precision()``. The setting is scoped to those products: everything else in the
+user's program keeps the framework's defaults. On CPUs it changes nothing.
+
+TensorFlow has only a process-wide switch, read when its kernels run, so no scope can
+be set here: on a GPU, call ``tf.config.experimental.enable_tensor_float_32_execution(False)``
+before training and calibrating (the README says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import keras
+
+
+@contextlib.contextmanager
+def _torch_full_precision() -> Iterator[None]:
+    import torch
+
+    cudnn = torch.backends.cudnn
+    saved = (torch.get_float32_matmul_precision(), cudnn.allow_tf32)
+    torch.set_float32_matmul_precision("highest")
+    cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        cudnn.allow_tf32 = saved[1]
+
+
+def full_precision() -> contextlib.AbstractContextManager:
+    """A context in which float32 products and convolutions use every operand bit.
+
+    JAX reads it when an operation is traced (the precision is recorded in the
+    compiled step); PyTorch when the operation runs, which for Keras's eager torch
+    layers is inside the context too.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_matmul_precision("highest")
+    if backend == "torch":
+        return _torch_full_precision()
+    return contextlib.nullcontext()
