@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from HGQ import HConv1D, HConv2D, HDense, HDenseBatchNorm, HQuantize
+from HGQ import full_precision as full_precision_module
 from HGQ.full_precision import full_precision
 
 LAYERS = [
@@ -86,3 +87,34 @@ def test_torch_switches_are_set_inside_and_restored_after():
         assert torch.backends.cudnn.allow_tf32 is True
     finally:
         torch.set_float32_matmul_precision("highest")
+
+
+@pytest.mark.smoke
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's TF32 switch")
+@pytest.mark.parametrize(
+    "gpu, tf32, warns", [(True, True, True), (True, False, False), (False, True, False)]
+)
+def test_tensorflow_calibration_on_a_tf32_gpu_warns_with_the_fix(monkeypatch, gpu, tf32, warns):
+    import warnings
+
+    import tensorflow as tf
+
+    from HGQ.bops import compute_bops
+
+    # This machine has no GPU: pretend TensorFlow sees one; the TF32 switch is real.
+    monkeypatch.setattr(full_precision_module, "_tensorflow_gpus", lambda: ["GPU:0"] * gpu)
+    model = keras.Sequential([keras.Input((3,)), HQuantize(name="inp_q"), HDense(2)])
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    enabled = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(tf32)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compute_bops(model, x, verbose=False)
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(enabled)
+    messages = [str(w.message) for w in caught if "TF32" in str(w.message)]
+    if warns:
+        assert messages and "enable_tensor_float_32_execution(False)" in messages[0]
+    else:
+        assert not messages

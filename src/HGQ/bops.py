@@ -8,11 +8,13 @@ the firmware does) and returns the exact EBOPs.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
 import numpy as np
 
+from HGQ.full_precision import tensorflow_tf32_warning
 from HGQ.layers.base import HBaseLayer, QLayerBase
 from HGQ.layers.replacements import check_only_hgq_layers
 from HGQ.quantizer import HGQuantizer, calibrating
@@ -148,6 +150,9 @@ def compute_bops(model: keras.Model, X: Any, bsz: int | None = None, verbose: bo
     _check_calibration_data(X)
     _check_input_shapes(model, X)
     _check_finite_weights(model)
+    tf32 = tensorflow_tf32_warning()
+    if tf32:
+        warnings.warn(tf32, stacklevel=2)
     quantizers = _activation_quantizers(model)
     saved = _snapshot(model)
     try:

@@ -11,8 +11,8 @@ hls4ml. The HGQ layers therefore compute their own products inside
 user's program keeps the framework's defaults. On CPUs it changes nothing.
 
 TensorFlow has only a process-wide switch, read when its kernels run, so no scope can
-be set here: on a GPU, call ``tf.config.experimental.enable_tensor_float_32_execution(False)``
-before training and calibrating (the README says so).
+be set here: on a GPU, ``compute_bops`` warns (``tensorflow_tf32_warning``) until the
+user calls ``tf.config.experimental.enable_tensor_float_32_execution(False)``.
 """
 
 from __future__ import annotations
@@ -53,3 +53,28 @@ def full_precision() -> contextlib.AbstractContextManager:
     if backend == "torch":
         return _torch_full_precision()
     return contextlib.nullcontext()
+
+
+def _tensorflow_gpus() -> list:
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def tensorflow_tf32_warning() -> str | None:
+    """Why TensorFlow inference would not be bit-exact here (TF32 on a GPU), or None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    if not _tensorflow_gpus():
+        return None
+    if not tf.config.experimental.tensor_float_32_execution_enabled():
+        return None
+    return (
+        "TensorFlow runs float32 matrix products and convolutions in TF32 on this GPU, "
+        "which rounds operands to 11 significant bits: the model's inference can then "
+        "differ from the deployed firmware. Call "
+        "tf.config.experimental.enable_tensor_float_32_execution(False) before "
+        "compute_bops (it is process-wide, so HGQ does not change it for you)."
+    )
