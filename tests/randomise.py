@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import reference as ref
 
 from HGQ import HDense
 
@@ -34,3 +35,9 @@ def randomise_model(model: keras.Model, rng: np.random.Generator) -> None:
         if isinstance(layer, HDense):
             randomise_bits(layer.kernel_quantizer, rng, 1, 5)
             layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
+
+
+def input_significant_bits(model: keras.Model, x) -> int:
+    """Most significant bits of any value the model's first layer hands to its products."""
+    quantized = keras.ops.convert_to_numpy(keras.Model(model.inputs[0], model.layers[0].output)(x))
+    return ref.significant_bits(ref.to_fractions(quantized))
