@@ -13,12 +13,17 @@ user's program keeps the framework's defaults. On CPUs it changes nothing.
 TensorFlow has only a process-wide switch, read when its kernels run, so no scope can
 be set here: on a GPU, ``compute_bops`` warns (``tensorflow_tf32_warning``) until the
 user calls ``tf.config.experimental.enable_tensor_float_32_execution(False)``.
+
+For the same reason HGQ layers compute in float32 whatever Keras's dtype policy
+(``float32_dtype_policy``): mixed precision would round their values to float16's 11
+or bfloat16's 8 significant bits.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import keras
 
@@ -77,4 +82,30 @@ def tensorflow_tf32_warning() -> str | None:
         "differ from the deployed firmware. Call "
         "tf.config.experimental.enable_tensor_float_32_execution(False) before "
         "compute_bops (it is process-wide, so HGQ does not change it for you)."
+    )
+
+
+def float32_dtype_policy(owner: str, dtype: Any = None) -> keras.DTypePolicy:
+    """The float32 policy an HGQ layer computes in, whatever the global policy says.
+
+    Quantized values need up to 24 significant bits (float32's significand) to match
+    the firmware, which computes exactly. Under a mixed or half-precision global
+    policy (``mixed_float16``, ``mixed_bfloat16``, ``bfloat16``) a layer that followed
+    it would round them, so HGQ layers take float32 instead: Keras then casts their
+    inputs to float32, and their variables are float32. ``dtype`` is what the user
+    asked for: None or a float32 policy; anything else is refused with ``owner`` named,
+    rather than silently replaced.
+    """
+    policy = keras.dtype_policies.get("float32" if dtype is None else dtype)
+    if (
+        policy.compute_dtype == "float32"
+        and policy.variable_dtype == "float32"
+        and policy.quantization_mode is None
+    ):
+        return policy
+    raise ValueError(
+        f"{owner}: dtype={getattr(policy, 'name', dtype)!r} is not supported. HGQ layers "
+        "compute in float32, because fixed-point values need float32's 24 significant "
+        "bits to match the firmware bit for bit; they do so under any global dtype policy "
+        "(mixed precision included), casting their inputs. Omit dtype (or pass 'float32')."
     )

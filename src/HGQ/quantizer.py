@@ -27,7 +27,7 @@ from HGQ.fixed_point import (
     surrogate_int_bits,
     wrap,
 )
-from HGQ.full_precision import full_precision
+from HGQ.full_precision import float32_dtype_policy, full_precision
 
 _calibration_depth = 0
 
@@ -172,11 +172,14 @@ class HGQuantizer(keras.layers.Layer):
     """
 
     def __init__(self, config: dict[str, Any], role: str, non_negative: bool = False, **kwargs):
+        """Computes in float32 under any global dtype policy (``float32_dtype_policy``)."""
+        kwargs["dtype"] = float32_dtype_policy("HGQuantizer", kwargs.get("dtype"))
         super().__init__(**kwargs)
         if role not in ("kernel", "activation"):
             raise ValueError(f"role must be 'kernel' or 'activation', got {role!r}")
         kind = "kernel" if role == "kernel" else "pre_activation"
         self.config = merged_config(kind, config)
+        float32_dtype_policy(f"{self.name}: quantizer config", self.config["dtype"])
         if self.config["rnd_strategy"] == "auto":
             raise ValueError("rnd_strategy='auto' must be resolved by the owning layer")
         self.role = role
@@ -203,7 +206,6 @@ class HGQuantizer(keras.layers.Layer):
         self.group_size = int(
             np.prod([shape[a] for a in per_element_axes if a in self.shared_axes], dtype=np.int64)
         )
-        dtype = self.config["dtype"] or self.variable_dtype
         low, high = self.config["bw_clip"]
         self.fractional_bits = self.add_weight(
             name="fractional_bits",
@@ -212,7 +214,6 @@ class HGQuantizer(keras.layers.Layer):
             regularizer=self.config["regularizer"],
             constraint=BitwidthClip(low, high),
             trainable=bool(self.config["trainable"]),
-            dtype=dtype,
         )
         if self.is_activation:
             elem = (1,) + tuple(self.element_shape)

@@ -19,6 +19,7 @@ from keras import ops
 
 from HGQ.config import merged_config
 from HGQ.fixed_point import pow2, round_half_up, round_to_grid_host
+from HGQ.full_precision import float32_dtype_policy
 from HGQ.layers._lineage import producer_of, remember
 from HGQ.quantizer import (
     HGQuantizer,
@@ -46,7 +47,11 @@ class QLayerBase(keras.layers.Layer):
     requires_input_bitwidth: ClassVar[bool] = True
 
     def __init__(self, bops_reg_factor: float = 0.0, **kwargs):
+        """``dtype`` may only be None or float32: see ``float32_dtype_policy``."""
         _normalise_input_shape(kwargs)
+        name = kwargs.get("name")
+        owner = type(self).__name__ + (f" '{name}'" if name else "")
+        kwargs["dtype"] = float32_dtype_policy(owner, kwargs.get("dtype"))
         with warnings.catch_warnings():
             # The usage guide passes input_shape to the first layer; Keras 3 accepts
             # it but warns. The guide's way is supported here, so keep users' logs clean.
@@ -184,6 +189,12 @@ class HBaseLayer(QLayerBase):
         self.pre_activation_quantizer_config = merged_config(
             "pre_activation", deserialize_quantizer_config(pre_activation_quantizer_config)
         )
+        # Checked here too (the quantizers are created at build) so that a bad config
+        # fails when the layer is written, not when the model is assembled.
+        for key in ("kernel_quantizer_config", "pre_activation_quantizer_config"):
+            float32_dtype_policy(
+                f"{type(self).__name__} '{self.name}' {key}", getattr(self, key)["dtype"]
+            )
 
     def _resolved(self, config: dict[str, Any], rounds: bool) -> dict[str, Any]:
         config = dict(config)
