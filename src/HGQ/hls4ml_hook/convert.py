@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import hls4ml
 import keras
+import numpy as np
 from hls4ml.model import ModelGraph
+from hls4ml.model.flow import get_flow
 
 import HGQ.hls4ml_hook.handlers  # noqa: F401  (registers the handlers)
 from HGQ.hls4ml_hook.handlers import handler_keys
-from HGQ.layers import HBaseLayer
+from HGQ.hls4ml_hook.lookup_table import relayout_tables
+from HGQ.layers import HBaseLayer, Signature
 from HGQ.layers.replacements import check_only_hgq_layers
 
 #: float32 holds every integer up to 2^24: a wider accumulator may not be emulated exactly.
@@ -48,6 +53,34 @@ def _check_convertible(model: keras.Model, io_type: str, bias_accum: int | None)
             )
 
 
+#: hls4ml's pass that folds a one-format FixedPointQuantizer into the layer before it.
+QUANTIZER_FUSION_PASS = "fuse_fixed_point_quantizer"
+
+
+@contextlib.contextmanager
+def _quantizer_fusion_disabled() -> Iterator[None]:
+    """Run hls4ml's ``convert`` flow without folding quantizers into the previous layer.
+
+    The fold (``FuseFixedPointQuantizer``) replaces a quantizer whose elements share one
+    format by that format on the previous layer's result, which loses a format when two
+    quantizers follow each other, turns a width-0 format into a 1-bit rounding type, and
+    defines the input twice in C++ when the quantizer's tensor is a model output. Keeping
+    every quantizer costs no hardware: a cast is wiring. hls4ml 1.3 parses the
+    ``SkipOptimizers`` config key but never applies it (``ModelGraph._parse_hls_config``),
+    so the pass is taken out of the flow for the duration of the conversion.
+    """
+    optimizers = get_flow("convert").optimizers
+    if QUANTIZER_FUSION_PASS not in optimizers:
+        yield
+        return
+    position = optimizers.index(QUANTIZER_FUSION_PASS)
+    optimizers.pop(position)
+    try:
+        yield
+    finally:
+        optimizers.insert(position, QUANTIZER_FUSION_PASS)
+
+
 def _apply_bias_accum(model_hls: ModelGraph, keras_model: keras.Model, bias_accum: int) -> None:
     """Cut accumulators to ``bias_accum`` fractional bits beyond their layer's output."""
     for node in model_hls.graph.values():
@@ -63,18 +96,50 @@ def _apply_bias_accum(model_hls: ModelGraph, keras_model: keras.Model, bias_accu
         precision.width = precision.integer + frac
 
 
-def _check_tables(model_hls: ModelGraph) -> None:
-    """The lookup tables were laid out for an input type; hls4ml must have chosen that one."""
+def _widen_unsigned_quantizer_inputs(model_hls: ModelGraph) -> None:
+    """Give every unsigned tensor feeding a quantizer the integer bits the quantizer wraps at.
+
+    hls4ml's bit-exact pass (``default_register_precision``) types a tensor read only by
+    non-saturating quantizers with the quantizers' sign but ``min(produced, requested)``
+    integer bits. When the producer is signed (a table, a Dense) and every quantizer
+    element is unsigned, that stores a negative value modulo ``2^produced`` instead of
+    ``2^requested``, and the quantizer's own wrap then gives another value than Keras.
+    Storing modulo ``2^I`` for ``I`` at least every element's integer bits (ap_fixed's,
+    sign included) is exact, since each element then wraps modulo a divisor of ``2^I``.
+    Signed tensors are always safe: hls4ml keeps the producer's whole range there.
+    """
+    from hls4ml.model.optimizer.passes.hgq_proxy_model import FixedPointQuantizer
+
     for node in model_hls.graph.values():
-        expected = node.attributes.get("hgq_table_input")
-        if expected is None:
+        if not isinstance(node, FixedPointQuantizer):
             continue
-        precision = node.get_input_variable().type.precision
-        got = (int(precision.signed), precision.width, precision.integer)
-        if got != tuple(expected):
+        _, width, integer = (np.asarray(a) for a in node.mask_kbi)
+        live = width > 0
+        if not np.any(live):
+            continue
+        needed = int(np.max(integer[live]))
+        producer = model_hls.graph[node.inputs[0]]
+        precision = producer.get_output_variable().type.precision
+        if precision.signed or precision.integer >= needed:
+            continue
+        precision.width += needed - precision.integer
+        precision.integer = needed
+
+
+def _check_quantizers_kept(model_hls: ModelGraph, model: keras.Model) -> None:
+    """Every per-element quantizer HGQ emitted must still be a layer of the hls4ml graph."""
+    for layer in model.layers:
+        if isinstance(layer, HBaseLayer):
+            name = f"{layer.name}_q"
+        elif isinstance(layer, Signature):
+            name = layer.name
+        else:
+            continue
+        if name not in model_hls.graph:
             raise RuntimeError(
-                f"{node.name}: hls4ml typed the table's input as (signed, width, integer) = "
-                f"{got}, but the table was laid out for {tuple(expected)}. Please report this."
+                f"hls4ml removed the output quantizer of layer '{layer.name}' while "
+                "converting, so the design would not hold the calibrated formats. Please "
+                "report this with the model."
             )
 
 
@@ -121,20 +186,25 @@ def convert(
     hls_config["Model"].setdefault("Precision", "fixed<16,6>")
     hls_config["Model"].setdefault("ReuseFactor", 1)
     hls_config["Model"].setdefault("Strategy", "Latency")
-    model_hls = hls4ml.converters.convert_from_keras_model(
-        model,
-        output_dir=str(output_dir),
-        part=part,
-        clock_period=clock_period,
-        io_type=io_type,
-        backend=backend,
-        hls_config=hls_config,
-        bit_exact=True,
-        allow_da_fallback=False,
-        allow_v2_fallback=False,
-        **hls4ml_kwargs,
-    )
-    _check_tables(model_hls)
+    with _quantizer_fusion_disabled(), warnings.catch_warnings():
+        # A fold hls4ml warns about is a wrong design: make it an error.
+        warnings.filterwarnings("error", message=".*propagated multiple times.*")
+        model_hls = hls4ml.converters.convert_from_keras_model(
+            model,
+            output_dir=str(output_dir),
+            part=part,
+            clock_period=clock_period,
+            io_type=io_type,
+            backend=backend,
+            hls_config=hls_config,
+            bit_exact=True,
+            allow_da_fallback=False,
+            allow_v2_fallback=False,
+            **hls4ml_kwargs,
+        )
+    _check_quantizers_kept(model_hls, model)
+    _widen_unsigned_quantizer_inputs(model_hls)
+    relayout_tables(model_hls, model)
     if bias_accum is not None:
         _apply_bias_accum(model_hls, model, bias_accum)
     else:

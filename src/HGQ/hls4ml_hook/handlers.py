@@ -287,17 +287,25 @@ class PassiveLayerHandler(HGQLayerHandler):
 
 
 class PConcatenateHandler(PassiveLayerHandler):
+    """PConcatenate: hls4ml ``Concatenate`` steps, two inputs at a time.
+
+    The axis is passed negative: hls4ml's layer and C++ templates read a positive axis
+    as counting the batch, but its bit-exact pass indexes arrays without the batch
+    axis with it (a positive axis fails there); negative axes mean the same to all.
+    """
+
     handles = handler_keys(PConcatenate)
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
         rank = len(element_shape(out_tensors[0]))
+        axis = layer.axis % (rank + 1) - (rank + 1)
 
         def concatenate(name, pair, out):
             return {
                 "name": name,
                 "class_name": "Concatenate",
                 "op": f"concatenate{rank}d",
-                "axis": layer.axis,
+                "axis": axis,
                 "input_keras_tensor_names": pair,
                 "output_keras_tensor_names": [out],
             }

@@ -1,0 +1,149 @@
+"""Conversion bugs found by random models, one named test per class.
+
+Each model is the smallest that showed the bug; each test failed before its fix
+(listed in the docstring) and compares every output of hls4ml's C simulation with
+Keras, exactly, on the calibration data and far outside it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import hls_support as hs
+import keras
+import numpy as np
+import pytest
+
+from HGQ import (
+    HActivation,
+    HConv2D,
+    HDense,
+    HQuantize,
+    PConcatenate,
+    PFlatten,
+    Signature,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def set_fractional_bits(layer, value) -> None:
+    """Every output element of ``layer`` gets ``value`` fractional bits (broadcast)."""
+    bits = layer.pre_activation_quantizer.fractional_bits
+    bits.assign(np.broadcast_to(np.asarray(value, "float32"), bits.shape).copy())
+
+
+def assert_exact(model: keras.Model, x: np.ndarray, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model_hls = hs.convert_compiled(model, x, tmp_path)
+    assert not [w for w in caught if "propagated multiple times" in str(w.message)]
+    n_out = sum(int(np.prod(t.shape[1:])) for t in model.outputs) * len(x)
+    for data in (x, hs.out_of_range(x, rng)):
+        assert hs.mismatches(model, model_hls, data) == (0, n_out)
+
+
+def dense_chain(*layers, n_in: int = 8) -> keras.Sequential:
+    return keras.Sequential([keras.Input((n_in,)), HQuantize(name="inp_q"), *layers])
+
+
+def test_two_quantizers_in_a_row(tmp_path):
+    """hls4ml folded both one-format quantizers into the input type (the first format
+    was lost; 'propagated multiple times'). Fix: the fold is off during conversion."""
+    model = dense_chain(HActivation("linear", name="lin"), HDense(4, name="d"))
+    x = np.random.default_rng(1).normal(scale=3, size=(512, 8)).astype("float32")
+    model.predict(x, verbose=0)
+    set_fractional_bits(model.get_layer("inp_q"), 2)
+    set_fractional_bits(model.get_layer("lin"), 0)
+    assert_exact(model, x, tmp_path)
+
+
+def test_signed_table_into_unsigned_quantizer(tmp_path):
+    """hard_tanh with f = -1 calibrates to unsigned formats only; hls4ml stored the
+    signed table output in ufixed<., produced i> and lost the sign's weight.
+    Fix: such tensors are widened to the quantizer's integer bits."""
+    model = dense_chain(HDense(8, name="d"), HActivation("hard_tanh", name="ht"), HDense(3))
+    x = np.random.default_rng(2).normal(size=(512, 8)).astype("float32")
+    model.predict(x, verbose=0)
+    set_fractional_bits(model.get_layer("inp_q"), 3)
+    set_fractional_bits(model.get_layer("d"), 3)
+    set_fractional_bits(model.get_layer("ht"), -1)
+    hs.convert_compiled(model, x, tmp_path / "probe")  # calibrates
+    k, _, _ = model.get_layer("ht").pre_activation_quantizer.exact_format()
+    assert not k.any()  # the case: every element unsigned
+    assert_exact(model, x, tmp_path)
+
+
+@pytest.mark.parametrize("activation", ["linear", "tanh"])
+def test_layer_of_width_zero(activation, tmp_path):
+    """Every output element of 'd' has width 0 (the constant 0). hls4ml folded (0,0,0)
+    into ufixed<1,0,RND> (0.5 where Keras has 0); before a table, the table check
+    refused it. Fix: no fold; tables are laid out for the type hls4ml chose."""
+    model = dense_chain(HDense(8, name="d"), HActivation(activation, name="act"), HDense(3))
+    x = np.random.default_rng(3).normal(size=(512, 8)).astype("float32")
+    model.predict(x, verbose=0)
+    set_fractional_bits(model.get_layer("inp_q"), 3)
+    set_fractional_bits(model.get_layer("d"), -12)
+    assert_exact(model, x, tmp_path)
+    assert not model.get_layer("d").pre_activation_quantizer.exact_bitwidth().any()
+
+
+def test_table_input_with_some_width_zero_elements(tmp_path):
+    """Some table inputs have width 0, the others negative integer bits: hls4ml counts
+    the empty ones as (0,0,0), so its input type is wider than the live formats'."""
+    model = dense_chain(HDense(8, name="d"), HActivation("tanh", name="t"), HDense(3))
+    x = np.random.default_rng(4).normal(scale=0.05, size=(512, 8)).astype("float32")
+    model.predict(x, verbose=0)
+    dense = model.get_layer("d")
+    dense.kernel.assign(dense.kernel.numpy() * 0.5)
+    set_fractional_bits(model.get_layer("inp_q"), 8)
+    set_fractional_bits(dense, [-12, 5, 5, 5, 5, 5, 5, 5])
+    assert_exact(model, x, tmp_path)
+    _, i, _ = dense.pre_activation_quantizer.exact_format()
+    assert i[1:].max() < 0  # the live elements really have negative integer bits
+
+
+def test_table_input_narrowed_by_hls4ml(tmp_path):
+    """Integer-valued Signature -> ReLU with f=4 -> tanh: hls4ml types the table input
+    by the values that can occur (ufixed<3,3>), not the calibrated ufixed<7,3>."""
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            Signature(1, 4, 3),
+            HActivation("relu", name="r"),
+            HActivation("tanh", name="t"),
+            HDense(3),
+        ]
+    )
+    x = np.random.default_rng(5).integers(-8, 8, size=(512, 4)).astype("float32")
+    model.predict(x, verbose=0)
+    set_fractional_bits(model.get_layer("r"), 4)
+    set_fractional_bits(model.get_layer("t"), 4)
+    assert_exact(model, x, tmp_path)
+
+
+def test_concatenate_with_positive_axes(tmp_path):
+    """Positive PConcatenate axes crashed hls4ml's bit-exact pass (AxisError)."""
+    inp = keras.Input((4, 4, 2))
+    q = HQuantize(name="inp_q")(inp)
+    a = HConv2D(3, 1, name="a")(q)
+    b = HConv2D(2, 1, name="b")(q)
+    channels = PConcatenate(axis=3)([a, b])
+    rows = PConcatenate(axis=1)([a, a])
+    columns = PConcatenate(axis=2)([b, b])
+    flat = PConcatenate(axis=1)([PFlatten()(t) for t in (channels, rows, columns)])
+    model = keras.Model(inp, HDense(2)(flat))
+    x = np.random.default_rng(6).normal(size=(256, 4, 4, 2)).astype("float32")
+    assert_exact(model, x, tmp_path)
+
+
+@pytest.mark.parametrize("first", ["hquantize", "signature"])
+def test_one_format_input_quantizer_as_model_output(first, tmp_path):
+    """A one-format HQuantize/Signature whose output is also a model output: hls4ml
+    merged it into the input and g++ failed on a redefined 'input_layer'."""
+    inp = keras.Input((4,))
+    q = HQuantize(name="q")(inp) if first == "hquantize" else Signature(1, 6, 2)(inp)
+    model = keras.Model(inp, [q, HDense(2)(q)])
+    x = np.random.default_rng(7).normal(size=(256, 4)).astype("float32")
+    assert_exact(model, x, tmp_path)
