@@ -16,7 +16,7 @@ import reference as ref
 from randomise import randomise_model
 from round_trip import reload_and_compare
 
-from HGQ import HActivation, HDense, HQuantize, Signature
+from HGQ import HActivation, HAdd, HDense, HQuantize, Signature
 from HGQ.bops import compute_bops
 from HGQ.layers.concatenate import PConcatenate
 from HGQ.layers.dropout import PDropout
@@ -547,3 +547,39 @@ def test_model_with_every_passive_layer_saves_and_loads(tmp_path, rng):
     total = compute_bops(model, x_train, verbose=False)
     assert total > 0
     reload_and_compare(model, x_train, tmp_path, total, outside=20.0)
+
+
+def branch_model(passive: keras.layers.Layer | None) -> keras.Model:
+    """``x`` feeds both a second HDense and (through ``passive``, if any) a third one.
+
+    A passive layer that returns its input object (dropout at inference, a reshape to
+    the same shape) must not make the second HDense look shared.
+    """
+    inp = keras.Input((6,))
+    x = HDense(4, name="first")(HQuantize(name="inp_q")(inp))
+    a = x if passive is None else passive(x)
+    b = HDense(3, name="second")(x)
+    return keras.Model(inp, HAdd(name="add")([HDense(3, name="third")(a), b]))
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize(
+    "make",
+    [lambda: PDropout(0.1), lambda: PReshape((4,)), lambda: PFlatten()],
+    ids=["dropout", "reshape_same_shape", "flatten_flat"],
+)
+def test_passive_layer_returning_its_input_on_a_branched_tensor(make, rng):
+    model = branch_model(make())
+    x = rng.normal(size=(64, 6)).astype("float32")
+    model.compile("adam", "mse")
+    model.fit(x, rng.normal(size=(64, 3)), epochs=1, batch_size=16, verbose=0)
+    bops = compute_bops(model, x, verbose=False)
+    got = model.predict(np.concatenate([x, 8 * x]), verbose=0)
+
+    # Reference: the same weights without the passive layer, which changes nothing.
+    twin = branch_model(None)
+    for layer in twin.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    assert compute_bops(twin, x, verbose=False) == bops
+    np.testing.assert_array_equal(got, twin.predict(np.concatenate([x, 8 * x]), verbose=0))

@@ -40,6 +40,23 @@ def _normalise_input_shape(kwargs: dict[str, Any]) -> None:
         kwargs["input_shape"] = (int(shape),)
 
 
+def _distinct_from(inputs: Any, outputs: Any) -> Any:
+    """``outputs``, with a copy in place of any tensor that is one of ``inputs``.
+
+    Lineage is kept per tensor object (``_lineage.remember``), so a layer that returns
+    its input (``PDropout`` at inference, ``PReshape`` or ``PFlatten`` to the same
+    shape, which JAX's traced reshape returns as is, or a user's passive layer) would
+    become the recorded producer of a tensor that another layer also reads, which
+    then looks fed from two places (the shared-layer error). A copy gives each layer
+    its own output object, whatever the child does; compilers drop the copy (XLA fuses
+    it away), and eager backends copy only in this rare case.
+    """
+    seen = {id(tensor) for tensor in keras.tree.flatten(inputs)}
+    return keras.tree.map_structure(
+        lambda tensor: ops.copy(tensor) if id(tensor) in seen else tensor, outputs
+    )
+
+
 class QLayerBase(keras.layers.Layer):
     """Root of all HGQ layers: input lineage and the output bitwidth map interface."""
 
@@ -64,7 +81,7 @@ class QLayerBase(keras.layers.Layer):
     def __call__(self, *args, **kwargs):
         inputs = args[0] if args else kwargs.get("inputs")
         self._note_input_sources(inputs)
-        outputs = super().__call__(*args, **kwargs)
+        outputs = _distinct_from(inputs, super().__call__(*args, **kwargs))
         remember(outputs, self)
         return outputs
 
