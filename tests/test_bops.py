@@ -1,5 +1,7 @@
 """EBOPs: exact values computed by hand, and the effect of bops_reg_factor."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -137,3 +139,46 @@ def test_partial_last_batch_padding_does_not_change_calibration(rng):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(whole[2], padded_run[2])
     np.testing.assert_array_equal(whole[3], padded_run[3])
+
+
+def signature_pair_model() -> keras.Model:
+    """Two named inputs, each declared fixed point: (k=1, i=2, f=3) and (k=0, i=1, f=2)."""
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    sig_a = Signature(keep_negative=1, bits=6, int_bits=2, name="sig_a")
+    sig_b = Signature(keep_negative=0, bits=3, int_bits=1, name="sig_b")
+    return keras.Model([a, b], [HDense(2, name="da")(sig_a(a)), HDense(2, name="db")(sig_b(b))])
+
+
+def conforming_pair(rng) -> tuple[np.ndarray, np.ndarray]:
+    a = rng.integers(-32, 32, size=(40, 3)) / 8  # on 1/8, in [-4, 4)
+    b = rng.integers(0, 8, size=(40, 2)) / 4  # on 1/4, in [0, 2)
+    return a.astype("float32"), b.astype("float32")
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["list", "dict"])
+def test_compute_bops_warns_when_data_does_not_fit_a_signature(rng, as_dict):
+    model = signature_pair_model()
+    a, b = conforming_pair(rng)
+    b[0, 0] = 0.3  # off the 1/4 grid: truncated to 0.25
+    b[5, 1] = 2.5  # beyond 2 - 1/4: wraps to 0.5
+    b[7, 0] = -0.25  # negative into an unsigned port: wraps to 1.75
+    data = {"a": a, "b": b} if as_dict else [a, b]
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        compute_bops(model, data, verbose=False)
+    messages = [str(w.message) for w in record if "Signature" in str(w.message)]
+    assert messages == [
+        "compute_bops: 3 of 80 calibration values fed to Signature 'sig_b' do not fit its "
+        "declared format (keep_negative, bits, int_bits), so the input port truncates or "
+        "wraps them (e.g. 0.3 is stored as 0.25). Quantize the data to that format before "
+        "calibrating and deploying, or declare a format that holds it."
+    ]
+
+
+@pytest.mark.smoke
+def test_compute_bops_is_silent_on_data_that_fits_its_signatures(rng):
+    model = signature_pair_model()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert compute_bops(model, list(conforming_pair(rng)), verbose=False) > 0
+    assert not [w for w in record if "Signature" in str(w.message)]

@@ -17,6 +17,7 @@ import numpy as np
 from HGQ.full_precision import tensorflow_tf32_warning
 from HGQ.layers.base import HBaseLayer, QLayerBase
 from HGQ.layers.replacements import check_only_hgq_layers
+from HGQ.layers.signature import Signature
 from HGQ.quantizer import HGQuantizer, calibrating
 
 
@@ -100,6 +101,66 @@ def _check_input_shapes(model: keras.Model, data: Any) -> None:
             )
 
 
+def _signature_inputs(model: keras.Model, data: Any) -> list[tuple[Signature, np.ndarray]]:
+    """Each ``Signature`` fed directly by a model input, with that input's data.
+
+    Only functional and Sequential models say which input feeds which layer; in a
+    subclassed model the Signatures are not found, and nothing is checked.
+    """
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        return []
+    if isinstance(data, dict):  # Keras matches dict keys to input names
+        pairs = [(t, data[t.name]) for t in inputs if t.name in data]
+    else:
+        arrays = keras.tree.flatten(data)
+        if len(arrays) != len(inputs):
+            return []
+        pairs = list(zip(inputs, arrays, strict=True))
+    by_input = {id(tensor): array for tensor, array in pairs}
+    found = []
+    for layer in hgq_layers(model):
+        if not isinstance(layer, Signature):
+            continue
+        # A Sequential model rebuilt after `add` calls its layers again: any node counts.
+        fed = [id(tensor) for node in layer._inbound_nodes for tensor in node.input_tensors]
+        array = next((by_input[i] for i in fed if i in by_input), None)
+        if array is not None:
+            found.append((layer, np.asarray(array, dtype=np.float32)))
+    return found
+
+
+def _shortest(value: np.float32) -> str:
+    """The shortest decimal that reads back as this float32."""
+    return np.format_float_positional(value, unique=True, trim="-")
+
+
+def _nonconforming_signature_warnings(model: keras.Model, data: Any) -> list[str]:
+    """Why calibration data does not fit a ``Signature``'s declared format, per layer.
+
+    A Signature stands for an ``ap_fixed`` input port: values off its grid are
+    truncated and values out of its range wrap, in Keras as in firmware. The model is
+    then calibrated (and later fed) on other values than the user believes, which
+    usually means the data was not quantized to the declared format.
+    """
+    messages = []
+    for layer, x in _signature_inputs(model, data):
+        stored = keras.ops.convert_to_numpy(layer.call(keras.ops.convert_to_tensor(x)))
+        changed = np.asarray(stored, dtype=np.float32) != x
+        count = int(np.count_nonzero(changed))
+        if count:
+            index = np.unravel_index(np.argmax(changed), x.shape)
+            example = f"{_shortest(x[index])} is stored as {_shortest(stored[index])}"
+            messages.append(
+                f"compute_bops: {count} of {x.size} calibration values fed to Signature "
+                f"'{layer.name}' do not fit its declared format (keep_negative, bits, "
+                f"int_bits), so the input port truncates or wraps them (e.g. {example}). "
+                "Quantize the data to that format before calibrating and deploying, or "
+                "declare a format that holds it."
+            )
+    return messages
+
+
 def _whole_batches(data: Any, bsz: int | None) -> Any:
     """Pad numpy data to a multiple of ``bsz`` by repeating its first samples.
 
@@ -139,6 +200,7 @@ def compute_bops(model: keras.Model, X: Any, bsz: int | None = None, verbose: bo
     (batches of ``bsz``) while recording, freezes each activation's ``(k, i)``,
     then prints a per-layer table (``verbose``) and returns the total. Required
     before conversion. On failure the model's records are left as they were.
+    Warns when data fed to a ``Signature`` does not fit its declared format.
     """
     layers = hgq_layers(model)
     if not layers:
@@ -153,6 +215,8 @@ def compute_bops(model: keras.Model, X: Any, bsz: int | None = None, verbose: bo
     tf32 = tensorflow_tf32_warning()
     if tf32:
         warnings.warn(tf32, stacklevel=2)
+    for message in _nonconforming_signature_warnings(model, X):
+        warnings.warn(message, stacklevel=2)
     quantizers = _activation_quantizers(model)
     saved = _snapshot(model)
     try:
