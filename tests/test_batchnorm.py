@@ -126,7 +126,7 @@ def test_fit_follows_keras_dense_batchnormalization(rng):
         ("dense", dict(activation="relu")),
         ("dense", dict(use_bias=False)),
         ("conv1d", dict(kernel_size=3, padding="same", strides=2, activation="relu")),
-        ("conv2d", dict(kernel_size=(2, 3), dilation_rate=(2, 1))),
+        ("conv2d", dict(kernel_size=(2, 3), padding="same")),
     ],
 )
 def test_inference_equals_plain_layer_with_folded_weights(kind, kwargs, rng):

@@ -104,13 +104,10 @@ def rounded_f(quantizer):
         (HConv1D, (10, 2), dict(kernel_size=3, padding="same"), (10, 4)),
         (HConv1D, (10, 2), dict(kernel_size=3, strides=3), (3, 4)),
         (HConv1D, (10, 2), dict(kernel_size=3, strides=3, padding="same"), (4, 4)),
-        (HConv1D, (10, 2), dict(kernel_size=3, dilation_rate=2), (6, 4)),
-        (HConv1D, (10, 2), dict(kernel_size=3, dilation_rate=2, padding="same"), (10, 4)),
         (HConv2D, (7, 6, 3), dict(kernel_size=(3, 2)), (5, 5, 4)),
         (HConv2D, (7, 6, 3), dict(kernel_size=3, padding="same"), (7, 6, 4)),
         (HConv2D, (7, 6, 3), dict(kernel_size=3, strides=(2, 3)), (3, 2, 4)),
         (HConv2D, (7, 6, 3), dict(kernel_size=2, strides=2, padding="same"), (4, 3, 4)),
-        (HConv2D, (7, 6, 3), dict(kernel_size=3, dilation_rate=(2, 1)), (3, 4, 4)),
     ],
 )
 def test_output_shapes(cls, in_shape, kwargs, out_shape):
@@ -127,8 +124,8 @@ def test_output_shapes(cls, in_shape, kwargs, out_shape):
     "rank, kwargs",
     [
         (1, dict(kernel_size=3, padding="same", strides=2, activation="relu")),
-        (1, dict(kernel_size=2, dilation_rate=3, use_bias=False)),
-        (2, dict(kernel_size=(3, 2), padding="same", dilation_rate=(1, 2))),
+        (1, dict(kernel_size=2, use_bias=False)),
+        (2, dict(kernel_size=(3, 2), padding="same")),
         (2, dict(kernel_size=3, strides=(2, 1), activation="relu")),
     ],
 )
@@ -213,8 +210,8 @@ def test_conv1d_ebops_by_hand(kwargs, expected):
     "rank, kwargs",
     [
         (2, dict(kernel_size=3, padding="same", strides=2, parallel_factor=3)),
-        (2, dict(kernel_size=(2, 3), padding="same", dilation_rate=2, parallel_factor=5)),
-        (1, dict(kernel_size=3, padding="valid", dilation_rate=2, parallel_factor=2)),
+        (2, dict(kernel_size=(2, 3), padding="same", parallel_factor=5)),
+        (1, dict(kernel_size=3, padding="valid", parallel_factor=2)),
     ],
 )
 def test_ebops_against_brute_force_numpy(rank, kwargs, rng):
@@ -280,7 +277,7 @@ def build_model(rng, rank, widths="narrow"):
         in_shape = (7, 2)
         layers = [
             HConv1D(3, 3, padding="same", strides=2, activation="relu", name="c1"),
-            HConv1D(2, 2, dilation_rate=2, name="c2"),
+            HConv1D(2, 2, name="c2"),
         ]
     else:
         in_shape = (5, 4, 2)
@@ -425,7 +422,7 @@ def test_get_config_round_trip():
         (dict(activation="tanh"), "HActivation"),
         (dict(padding="causal"), "padding"),
         (dict(groups=2), "groups"),
-        (dict(strides=2, dilation_rate=2), "dilation_rate"),
+        (dict(dilation_rate=2), "dilation_rate=2 is not supported: hls4ml"),
         (dict(parallel_factor=0), "parallel_factor"),
     ],
 )

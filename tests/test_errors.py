@@ -57,7 +57,7 @@ def test_plain_keras_layer_between_hgq_layers_is_rejected():
         )
 
 
-@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "softmax"])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "swish"])
 def test_dense_rejects_nonlinear_activation_and_points_to_hactivation(activation):
     with pytest.raises(ValueError, match=f"HActivation\\('{activation}'\\)"):
         HDense(4, activation=activation)

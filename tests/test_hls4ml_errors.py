@@ -120,20 +120,3 @@ def test_bias_accum_exact_and_truncated(tmp_path, rng):
     # Documented as possibly inexact: the truncated accumulator may only lose, never gain.
     print(f"bias_accum=1: {differ}/{total} outputs differ")
     assert differ < total
-
-
-@pytest.mark.parametrize("activation", ["softmax", "log_softmax"])
-def test_softmax_activation_is_refused_at_conversion(tmp_path, rng, activation):
-    from HGQ import HActivation
-
-    model = keras.Sequential(
-        [
-            keras.Input((4,)),
-            HQuantize(name="inp_q"),
-            HDense(3),
-            HActivation(activation, name="act"),
-        ]
-    )
-    compute_bops(model, rng.normal(size=(32, 4)).astype("float32"), verbose=False)
-    with pytest.raises(ValueError, match=f"'act' uses {activation}"):
-        convert_from_hgq_model(model, str(tmp_path / "p"))

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from HGQ.full_precision import tensorflow_tf32_warning
+from HGQ.layers.activation import exceeding_table_widths
 from HGQ.layers.base import HBaseLayer, QLayerBase
 from HGQ.layers.replacements import check_only_hgq_layers
 from HGQ.layers.signature import Signature
@@ -200,7 +201,8 @@ def compute_bops(model: keras.Model, X: Any, bsz: int | None = None, verbose: bo
     (batches of ``bsz``) while recording, freezes each activation's ``(k, i)``,
     then prints a per-layer table (``verbose``) and returns the total. Required
     before conversion. On failure the model's records are left as they were.
-    Warns when data fed to a ``Signature`` does not fit its declared format.
+    Warns when data fed to a ``Signature`` does not fit its declared format, and
+    when a non-linear ``HActivation``'s calibrated input is too wide for its table.
     """
     layers = hgq_layers(model)
     if not layers:
@@ -244,6 +246,8 @@ def compute_bops(model: keras.Model, X: Any, bsz: int | None = None, verbose: bo
         model.predict_function = None
     if verbose:
         print(_format_table(rows, total))
+    for message in exceeding_table_widths(layers):
+        warnings.warn(f"compute_bops: {message}", stacklevel=2)
     return total
 
 

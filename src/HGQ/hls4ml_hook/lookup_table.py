@@ -15,10 +15,7 @@ import keras
 import numpy as np
 
 from HGQ.hls4ml_hook.formats import union_format
-from HGQ.layers import HActivation
-
-#: Widest input a table may be indexed by (2^16 entries).
-MAX_TABLE_INPUT_BITS = 16
+from HGQ.layers.activation import MAX_TABLE_INPUT_BITS, HActivation
 
 
 def table_input_values(k: int, i: int, f: int) -> np.ndarray:

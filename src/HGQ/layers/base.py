@@ -322,19 +322,39 @@ class HBaseLayer(QLayerBase):
 
 _LINEAR_ACTIVATIONS = {"linear": "linear", None: "linear", "relu": "relu"}
 
+#: Keras activations whose outputs each depend on the whole sample: no per-element
+#: lookup table computes them, and hls4ml's softmax is not bit-exact.
+NOT_ELEMENTWISE = frozenset({"softmax", "log_softmax", "sparsemax"})
+
+
+def not_elementwise_fix(name: str) -> str:
+    """What to do instead of a ``name`` activation (one of ``NOT_ELEMENTWISE``) in HGQ."""
+    return (
+        f"End the model with a linear layer and apply {name} outside the firmware: argmax "
+        "(the predicted class) needs no softmax, and Keras losses take the linear output "
+        "with from_logits=True."
+    )
+
 
 def linear_or_relu(layer_kind: str, activation: Any) -> str:
-    """'linear' or 'relu'; anything else is an error pointing at HActivation."""
+    """'linear' or 'relu'; anything else is an error pointing at what does work."""
     if callable(activation):
         name = getattr(activation, "__name__", None)
         if activation in (keras.activations.relu, keras.activations.linear):
             return name
     elif activation in _LINEAR_ACTIVATIONS:
         return _LINEAR_ACTIVATIONS[activation]
+    else:
+        name = activation
+    problem = f"{layer_kind} supports only activation='relu' or 'linear' (got {activation!r})"
+    if isinstance(name, str) and name in NOT_ELEMENTWISE:
+        raise ValueError(
+            f"{problem}, and {name} is not element-wise, so it cannot be deployed bit-exactly "
+            f"(in a layer or as an HActivation). {not_elementwise_fix(name)}"
+        )
     raise ValueError(
-        f"{layer_kind} supports only activation='relu' or 'linear' (got {activation!r}): "
-        "other activations are not exact in fixed point without a lookup table. Use a "
-        f"linear {layer_kind} followed by HActivation({activation!r})."
+        f"{problem}: other activations are not exact in fixed point without a lookup table. "
+        f"Use a linear {layer_kind} followed by HActivation({activation!r})."
     )
 
 

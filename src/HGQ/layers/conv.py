@@ -5,7 +5,8 @@ quantizes exactly like ``HDense``: each kernel weight has its own fractional bit
 output element (position and channel) its own format, and the bias is rounded onto the
 output grid so the deployed sum rounds the same way. Only ``channels_last`` is supported
 because that is the layout hls4ml's ``io_parallel`` convolutions (and the per-element
-output formats) are written for.
+output formats) are written for. Dilated convolutions are refused: hls4ml 1.3 does
+not convert them, and a model that cannot be deployed should fail before training.
 """
 
 from __future__ import annotations
@@ -36,23 +37,23 @@ def _as_tuple(value: Any, rank: int, name: str, layer_kind: str) -> tuple[int, .
     return values
 
 
-def conv_output_length(size: int | None, kernel: int, stride: int, dilation: int, padding: str):
+def conv_output_length(size: int | None, kernel: int, stride: int, padding: str):
     """Output length of one spatial axis (None if the input length is unknown)."""
     if size is None:
         return None
     if padding == "same":
         return -(-size // stride)
-    return (size - dilation * (kernel - 1) - 1) // stride + 1
+    return (size - kernel) // stride + 1
 
 
-def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """Zeros before and after one axis for ``padding='same'``.
 
     Keras (on every backend) pads like TensorFlow: the total is what the last window
     needs, and the odd one out goes at the end.
     """
     out = -(-size // stride)
-    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
 
 
@@ -60,10 +61,9 @@ def correlated_bitwidth_sum(
     input_bits: np.ndarray,
     kernel_bits: np.ndarray,
     strides: Sequence[int],
-    dilation_rate: Sequence[int],
     padding: str,
 ) -> int:
-    """``sum_{pos, cout} sum_{offset, cin} bw_in[pos*s + offset*d - pad, cin] * bw_k[...]``.
+    """``sum_{pos, cout} sum_{offset, cin} bw_in[pos*s + offset - pad, cin] * bw_k[...]``.
 
     The operand-width products of every multiplication of one inference, in integers.
     Padded positions hold no operand (width 0). Written with numpy slicing rather than
@@ -76,21 +76,20 @@ def correlated_bitwidth_sum(
     pads = [(0, 0)] * len(spatial)
     if padding == "same":
         pads = [
-            same_padding(n, k, s, d)
-            for n, k, s, d in zip(spatial, kernel_size, strides, dilation_rate, strict=True)
+            same_padding(n, k, s) for n, k, s in zip(spatial, kernel_size, strides, strict=True)
         ]
     padded = np.pad(input_bits, pads + [(0, 0)])
     out_shape = [
-        conv_output_length(n, k, s, d, padding)
-        for n, k, s, d in zip(spatial, kernel_size, strides, dilation_rate, strict=True)
+        conv_output_length(n, k, s, padding)
+        for n, k, s in zip(spatial, kernel_size, strides, strict=True)
     ]
     # Each kernel offset meets a strided window of the (padded) input at every position.
     weight_bits_per_cin = kernel_bits.sum(axis=-1)  # kernel_size + (cin,)
     total = 0
     for offset in np.ndindex(*kernel_size):
         window = tuple(
-            slice(o * d, o * d + (n - 1) * s + 1, s)
-            for o, d, s, n in zip(offset, dilation_rate, strides, out_shape, strict=True)
+            slice(o, o + (n - 1) * s + 1, s)
+            for o, s, n in zip(offset, strides, out_shape, strict=True)
         )
         input_sum = padded[window].reshape(-1, padded.shape[-1]).sum(axis=0)  # (cin,)
         total += int(np.dot(input_sum, weight_bits_per_cin[offset]))
@@ -160,11 +159,12 @@ class HConvBase(HKernelLayer):
         kernel_tuple = _as_tuple(kernel_size, self.rank, "kernel_size", kind)
         strides_tuple = _as_tuple(strides, self.rank, "strides", kind)
         dilation_tuple = _as_tuple(dilation_rate, self.rank, "dilation_rate", kind)
-        if max(strides_tuple) > 1 and max(dilation_tuple) > 1:
+        if max(dilation_tuple) > 1:
             raise ValueError(
-                f"{kind}: strides > 1 together with dilation_rate > 1 is not supported (as "
-                f"in keras.layers.Conv{self.rank}D); got strides={strides_tuple}, "
-                f"dilation_rate={dilation_tuple}."
+                f"{kind}: dilation_rate={dilation_rate!r} is not supported: hls4ml 1.3 "
+                "converts undilated convolutions only, so the model could not be deployed. "
+                "Use dilation_rate=1 (for a wider receptive field, stack convolutions or "
+                "pool first)."
             )
 
         super().__init__(activation=activation, use_bias=use_bias, **kwargs)
@@ -173,7 +173,7 @@ class HConvBase(HKernelLayer):
         self.strides = strides_tuple
         self.padding = padding_name
         self.data_format = "channels_last"
-        self.dilation_rate = dilation_tuple
+        self.dilation_rate = dilation_tuple  # Keras's keyword; always ones here
         self.groups = 1
         self.parallel_factor = int(parallel_factor)
 
@@ -186,10 +186,8 @@ class HConvBase(HKernelLayer):
                 f"(batch, {self.rank} spatial axes, channels), got shape {input_shape}."
             )
         spatial = tuple(
-            conv_output_length(n, k, s, d, self.padding)
-            for n, k, s, d in zip(
-                input_shape[1:-1], self.kernel_size, self.strides, self.dilation_rate, strict=True
-            )
+            conv_output_length(n, k, s, self.padding)
+            for n, k, s in zip(input_shape[1:-1], self.kernel_size, self.strides, strict=True)
         )
         return (input_shape[0], *spatial, self.filters)
 
@@ -206,8 +204,7 @@ class HConvBase(HKernelLayer):
         if any(n < 1 for n in output_shape[1:-1]):
             raise ValueError(
                 f"{kind} '{self.name}': input shape {input_shape} is too small for "
-                f"kernel_size={self.kernel_size} and dilation_rate={self.dilation_rate} "
-                "with padding='valid'."
+                f"kernel_size={self.kernel_size} with padding='valid'."
             )
         self.output_positions = int(math.prod(output_shape[1:-1]))
         if self.parallel_factor > self.output_positions:
@@ -229,7 +226,6 @@ class HConvBase(HKernelLayer):
                 strides=self.strides,
                 padding=self.padding,
                 data_format="channels_last",
-                dilation_rate=self.dilation_rate,
             )
 
     def forward(self, inputs, training=None):
@@ -251,9 +247,7 @@ class HConvBase(HKernelLayer):
         kernel = self.deployed_kernel()
         kernel_bits = bit_span(kernel, self.kernel_quantizer.rounded_fractional_bits())
         input_bits = self.exact_input_bitwidth()
-        total = correlated_bitwidth_sum(
-            input_bits, kernel_bits, self.strides, self.dilation_rate, self.padding
-        )
+        total = correlated_bitwidth_sum(input_bits, kernel_bits, self.strides, self.padding)
         return float(total * self.parallel_factor / self.output_positions)
 
     def get_config(self) -> dict[str, Any]:
