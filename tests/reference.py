@@ -84,3 +84,17 @@ def significant_bits(values) -> int:
         if n:
             widest = max(widest, (n // (n & -n)).bit_length())
     return widest
+
+
+def saturate(v: Fraction, k: int, i: int, f: int, symmetric: bool) -> Fraction:
+    """Clip ``v`` (on the 2^-f grid) to [min, max] of width k+i+f, as ap_fixed's
+    AP_SAT / AP_SAT_SYM do: the symmetric minimum of a signed format is -max, but a
+    1-bit signed format keeps its only non-zero value, -2^i."""
+    width = k + i + f
+    if width <= 0:
+        return Fraction(0)
+    high = Fraction(2) ** i - Fraction(2) ** -f
+    low = -k * Fraction(2) ** i
+    if symmetric and k and width > 1:
+        low = -high
+    return min(max(v, low), high)

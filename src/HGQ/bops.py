@@ -194,16 +194,38 @@ def _format_table(rows: list[tuple[str, str, str, float]], total: float) -> str:
     return "\n".join(lines)
 
 
-def compute_bops(model: keras.Model, X: Any, bsz: int | None = None, verbose: bool = True) -> float:
+def _check_cover_factor(cover_factor: Any) -> float:
+    if (
+        isinstance(cover_factor, bool)
+        or not isinstance(cover_factor, (int, float, np.integer, np.floating))
+        or not np.isfinite(cover_factor)
+        or cover_factor < 1
+    ):
+        raise ValueError(
+            f"compute_bops: cover_factor must be a finite number >= 1 (the factor every "
+            f"recorded range is widened by; 1 keeps it as recorded), got {cover_factor!r}."
+        )
+    return float(cover_factor)
+
+
+def compute_bops(
+    model: keras.Model,
+    X: Any,
+    bsz: int | None = None,
+    verbose: bool = True,
+    cover_factor: float = 1.0,
+) -> float:
     """Calibrate integer bits on ``X`` and return the model's exact EBOPs.
 
     Resets every min/max record, runs ``X`` through the model in inference mode
-    (batches of ``bsz``) while recording, freezes each activation's ``(k, i)``,
-    then prints a per-layer table (``verbose``) and returns the total. Required
-    before conversion. On failure the model's records are left as they were.
-    Warns when data fed to a ``Signature`` does not fit its declared format, and
-    when a non-linear ``HActivation``'s calibrated input is too wide for its table.
+    (batches of ``bsz``) while recording, widens each recorded range by
+    ``cover_factor`` (a margin for inputs beyond the calibration data), freezes each
+    activation's ``(k, i)``, then prints a per-layer table (``verbose``) and returns
+    the total. Required before conversion. On failure the model's records are left as
+    they were. Warns when data fed to a ``Signature`` does not fit its declared format,
+    and when a non-linear ``HActivation``'s calibrated input is too wide for its table.
     """
+    cover_factor = _check_cover_factor(cover_factor)
     layers = hgq_layers(model)
     if not layers:
         raise ValueError(
@@ -228,7 +250,7 @@ def compute_bops(model: keras.Model, X: Any, bsz: int | None = None, verbose: bo
         with calibrating():
             model.predict(_whole_batches(X, bsz), batch_size=bsz, verbose=0)
         for layer in layers:
-            layer.freeze()
+            layer.freeze(cover_factor)
         rows = []
         total = 0.0
         for layer in layers:

@@ -23,7 +23,11 @@ QUANTIZER_KEYS = (
     "trainable",
     "regularizer",
     "minmax_record",
+    "overflow_mode",
 )
+
+#: What an activation does with a value outside its calibrated range (ap_fixed's names).
+OVERFLOW_MODES = ("WRAP", "SAT", "SAT_SYM")
 
 RND_STRATEGIES = (
     "floor",
@@ -61,6 +65,7 @@ def _guide_pre_activation_defaults() -> dict[str, Any]:
         trainable=True,
         regularizer=keras.regularizers.L1(1e-6),
         minmax_record=True,
+        overflow_mode="WRAP",
     )
 
 
@@ -112,12 +117,29 @@ def validate_quantizer_config(config: Mapping[str, Any]) -> None:
                 f"bw_clip={tuple(clip)!r} has lo > hi. Give the lower bound first, "
                 f"e.g. bw_clip=({hi}, {lo})."
             )
+    if "overflow_mode" in config and config["overflow_mode"] not in OVERFLOW_MODES:
+        raise ValueError(
+            f"Unknown overflow_mode {config['overflow_mode']!r}. Choose one of "
+            f"{list(OVERFLOW_MODES)} (WRAP wraps around like AP_WRAP, SAT clips to the "
+            "format's range, SAT_SYM clips symmetrically)."
+        )
     if "init_bw" in config and not isinstance(config["init_bw"], (int, float)):
         raise ValueError(f"init_bw must be a number; got {config['init_bw']!r}.")
 
 
+def _check_kernel_keys(config: Mapping[str, Any]) -> None:
+    """Weights never overflow (their integer bits follow their values)."""
+    if "overflow_mode" in config:
+        raise ValueError(
+            "overflow_mode applies to activations only: a weight's integer bits follow its "
+            "value, so it never overflows. Put it in pre_activation_quantizer_config."
+        )
+
+
 def _set_default(kind: str, config: Mapping[str, Any]) -> None:
     validate_quantizer_config(config)
+    if kind == "kernel":
+        _check_kernel_keys(config)
     merged = dict(_defaults[kind])
     merged.update(config)
     _defaults[kind] = merged
@@ -156,6 +178,8 @@ def merged_config(kind: str, overrides: Mapping[str, Any] | None) -> dict[str, A
     """The default config of ``kind`` with a partial per-layer dict merged over it."""
     overrides = dict(overrides or {})
     validate_quantizer_config(overrides)
+    if kind == "kernel":
+        _check_kernel_keys(overrides)
     config = copy.deepcopy(_defaults[kind])
     config.update(overrides)
     return config

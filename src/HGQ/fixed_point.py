@@ -57,6 +57,21 @@ def wrap(q, keep_negative, int_bits):
     return q - period * ops.floor((q - low) / period)
 
 
+def saturate(q, keep_negative, int_bits, frac_bits, symmetric: bool):
+    """Clip ``q`` (already on its format's grid) to the format's range (``AP_SAT``).
+
+    ``symmetric`` is ``AP_SAT_SYM``: a signed format's minimum becomes ``-max``, except
+    that ap_fixed keeps ``-2^i`` for a 1-bit signed format (its only non-zero value).
+    A format of zero or negative width holds only 0.
+    """
+    width = keep_negative + int_bits + frac_bits
+    high = pow2(int_bits) - pow2(-frac_bits)
+    low = -keep_negative * pow2(int_bits)
+    if symmetric:
+        low = ops.where((keep_negative > 0) & (width > 1), -high, low)
+    return ops.where(width > 0, ops.minimum(ops.maximum(q, low), high), ops.zeros_like(q))
+
+
 def surrogate_int_bits(vmin, vmax, frac_bits):
     """Integer bits (sign excluded) that hold ``[vmin, vmax]`` on a ``frac_bits`` grid.
 

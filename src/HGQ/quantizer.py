@@ -24,6 +24,7 @@ from HGQ.fixed_point import (
     pow2,
     round_half_up,
     round_to_grid_host,
+    saturate,
     surrogate_int_bits,
     wrap,
 )
@@ -273,10 +274,17 @@ class HGQuantizer(keras.layers.Layer):
             if training or is_calibrating():
                 self._update_record(q, training)
             else:
-                q = ops.where(self.calibrated > 0, wrap(q, self.keep_negative, self.int_bits), q)
+                q = ops.where(self.calibrated > 0, self._overflow(q, f), q)
             if training:
                 self.calibrated.assign(ops.zeros(()))
         return q
+
+    def _overflow(self, q, f):
+        """What the deployed format does to ``q`` (on its grid): wrap or saturate."""
+        mode = self.config["overflow_mode"]
+        if mode == "WRAP":
+            return wrap(q, self.keep_negative, self.int_bits)
+        return saturate(q, self.keep_negative, self.int_bits, f, symmetric=mode == "SAT_SYM")
 
     def quantize_host(self, x: np.ndarray) -> np.ndarray:
         """Inference quantization of a weight tensor in numpy (same bits as ``call``)."""
@@ -389,8 +397,12 @@ class HGQuantizer(keras.layers.Layer):
             return np.broadcast_to(f, (1,) + tuple(self.element_shape))[0]
         return np.broadcast_to(f, tuple(self.element_shape))
 
-    def freeze_int_bits(self) -> None:
-        """Fix ``(k, i)`` per element from the record; inference then wraps on overflow."""
+    def freeze_int_bits(self, cover_factor: float = 1.0) -> None:
+        """Fix ``(k, i)`` per element from the record; inference then wraps (or saturates).
+
+        ``cover_factor`` scales the recorded range first, a margin for values beyond
+        those seen in calibration (1 = the range exactly as recorded).
+        """
         vmin = self.vmin.numpy()[0]
         vmax = self.vmax.numpy()[0]
         if np.any(vmax == -np.inf):  # the maximum starts at -inf; any value lifts it
@@ -403,7 +415,11 @@ class HGQuantizer(keras.layers.Layer):
                 "non-finite values on the calibration data (weights that are NaN, or an "
                 "overflow earlier in the model). Check the model's outputs on that data."
             )
-        k, i = exact_int_bits(vmin, vmax, self.rounded_fractional_bits())
+        k, i = exact_int_bits(
+            vmin * np.float64(cover_factor),
+            vmax * np.float64(cover_factor),
+            self.rounded_fractional_bits(),
+        )
         self.keep_negative.assign(k[None].astype("float32"))
         self.int_bits.assign(i[None].astype("float32"))
         self.calibrated.assign(1.0)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from HGQ.hls4ml_hook.saturation import SATURATING_QUANTIZER
 from HGQ.quantizer import HGQuantizer
 
 
@@ -25,8 +26,12 @@ def fixed_point_quantizer(
     rounding: str,
     source: str,
     target: str,
+    overflow: str = "WRAP",
 ) -> dict[str, Any]:
-    """An hls4ml ``FixedPointQuantizer`` casting every element to its own wrapping format.
+    """An hls4ml ``FixedPointQuantizer`` casting every element to its own format.
+
+    ``overflow`` is ap_fixed's mode for values outside a format: ``WRAP``, ``SAT`` or
+    ``SAT_SYM`` (the quantizer config's ``overflow_mode``).
 
     Elements whose width is not positive always hold 0; they get width 0, which
     hls4ml emits as a constant 0 instead of an invalid type.
@@ -38,9 +43,10 @@ def fixed_point_quantizer(
     mask = tuple(a[None].astype(np.int16) for a in (k, width, int_bits))
     return {
         "name": name,
-        "class_name": "FixedPointQuantizer",
+        # hls4ml narrows SAT quantizers wrongly; see HGQ.hls4ml_hook.saturation.
+        "class_name": SATURATING_QUANTIZER if overflow == "SAT" else "FixedPointQuantizer",
         "mask_kbi": mask,
-        "SAT": "WRAP",
+        "SAT": overflow,
         "RND": rounding,
         "fusible": None,
         "overrides": {},

@@ -85,6 +85,7 @@ class HGQLayerHandler(KerasV3LayerHandler):
                 quantizer_rounding(quantizer),
                 source,
                 output,
+                overflow=quantizer.config["overflow_mode"],
             )
         )
         return tuple(steps)

@@ -166,8 +166,9 @@ class QLayerBase(keras.layers.Layer):
         """Exact EBOPs of this layer after calibration. Layers that do not multiply cost 0."""
         return 0.0
 
-    def freeze(self) -> None:
-        """Fix integer bits from the recorded ranges (called by ``compute_bops``)."""
+    def freeze(self, cover_factor: float = 1.0) -> None:
+        """Fix integer bits from the recorded ranges, scaled by ``cover_factor`` (called
+        by ``compute_bops``)."""
 
     def reset_minmax(self) -> None:
         """Forget recorded ranges (called by ``ResetMinMax`` every epoch)."""
@@ -304,8 +305,8 @@ class HBaseLayer(QLayerBase):
     def exact_output_format(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.pre_activation_quantizer.exact_format()
 
-    def freeze(self) -> None:
-        self.pre_activation_quantizer.freeze_int_bits()
+    def freeze(self, cover_factor: float = 1.0) -> None:
+        self.pre_activation_quantizer.freeze_int_bits(cover_factor)
 
     def reset_minmax(self) -> None:
         if self.built:  # subclassed models may build on their first training step
