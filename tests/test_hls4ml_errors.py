@@ -37,6 +37,40 @@ def test_io_stream_is_refused(tmp_path, rng):
         convert_from_hgq_model(model, str(tmp_path / "p"), io_type="io_stream")
 
 
+@pytest.mark.parametrize("backend", ["Quartus", "oneAPI", "Catapult", "VivadoAccelerator"])
+def test_backends_without_the_per_element_quantizer_are_refused(backend, tmp_path, rng):
+    model = small_model()
+    compute_bops(model, rng.normal(size=(32, 4)).astype("float32"), verbose=False)
+    before = weights_of(model)
+    with pytest.raises(ValueError, match=f"backend='{backend}'.*Vitis.*Vivado"):
+        convert_from_hgq_model(model, str(tmp_path / "p"), backend=backend)
+    assert not (tmp_path / "p").exists()
+    assert all(np.array_equal(a, b) for a, b in zip(before, weights_of(model), strict=True))
+
+
+@pytest.mark.slow
+def test_vitis_backend_bit_exact(tmp_path, rng):
+    """hls4ml's current Xilinx flow: same C simulation, every output equal."""
+    from HGQ import HActivation
+
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            HQuantize(name="inp_q"),
+            HDense(8, activation="relu", name="d1"),
+            HActivation("tanh", name="tanh"),
+            HDense(3, name="d2"),
+        ]
+    )
+    x = rng.normal(size=(400, 6)).astype("float32")
+    hs.train_briefly(model, x, rng.normal(size=(400, 3)).astype("float32"))
+    hs.scramble_bitwidths(model, rng)
+    model_hls = hs.convert_compiled(model, x, tmp_path / "vitis", backend="Vitis")
+    assert model_hls.config.config["Backend"] == "Vitis"
+    for data in (x, hs.out_of_range(x, rng)):
+        assert hs.mismatches(model, model_hls, data) == (0, data.shape[0] * 3)
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, "2"])
 def test_bad_bias_accum_is_refused(tmp_path, rng, bad):
     model = small_model()

@@ -23,9 +23,23 @@ from HGQ.layers.replacements import check_only_hgq_layers
 FLOAT32_EXACT_BITS = 24
 
 
-def _check_convertible(model: keras.Model, io_type: str, bias_accum: int | None) -> None:
+#: hls4ml backends whose per-element quantizer (``FixedPointQuantizer``) HGQ deploys
+#: through; hls4ml 1.3's Quartus, oneAPI and Catapult backends lack it or its C++.
+SUPPORTED_BACKENDS = ("Vivado", "Vitis")
+
+
+def _check_convertible(
+    model: keras.Model, io_type: str, bias_accum: int | None, backend: str
+) -> None:
     from hls4ml.converters.keras_v3._base import registry
 
+    if str(backend).lower() not in [b.lower() for b in SUPPORTED_BACKENDS]:
+        raise ValueError(
+            f"backend={backend!r}: HGQ's per-element formats are deployed with hls4ml's "
+            f"FixedPointQuantizer, which hls4ml 1.3 implements for the "
+            f"{' and '.join(SUPPORTED_BACKENDS)} backends only. Use backend='Vitis' (the "
+            "current Xilinx flow) or backend='Vivado'."
+        )
     if io_type != "io_parallel":
         raise ValueError(
             f"io_type={io_type!r}: HGQ's per-element activation formats are only supported "
@@ -180,7 +194,7 @@ def convert(
     bits beyond their output's finest format: cheaper, but then the firmware may differ
     from the Keras model. Other keywords go to ``hls4ml.converters.convert_from_keras_model``.
     """
-    _check_convertible(model, io_type, bias_accum)
+    _check_convertible(model, io_type, bias_accum, backend)
     hls_config = hls4ml_kwargs.pop("hls_config", None) or {}
     hls_config.setdefault("Model", {})
     hls_config["Model"].setdefault("Precision", "fixed<16,6>")
