@@ -3,8 +3,9 @@
 hls4ml is an optional dependency and is imported only when a conversion is asked
 for, so the rest of the library works without it. Once ``hls4ml`` is imported
 (by this module or by the user) HGQ's layer handlers are registered in its Keras 3
-converter, so ``hls4ml.converters.convert_from_keras_model`` understands HGQ models
-too.
+converter; they convert only inside ``convert_from_hgq_model``, which corrects hls4ml
+behaviours a plain ``hls4ml.converters.convert_from_keras_model`` call would leave in
+the design, and tell a plain call to use it.
 """
 
 from __future__ import annotations

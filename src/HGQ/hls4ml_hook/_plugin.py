@@ -1,8 +1,9 @@
 """Entry point hls4ml calls while it is imported (group ``hls4ml.backends``).
 
 It adds no backend: it registers HGQ's layer handlers in hls4ml's Keras 3
-converter, so that a plain ``hls4ml.converters.convert_from_keras_model`` call
-understands HGQ layers in any import order.
+converter in any import order, so a plain ``hls4ml.converters.convert_from_keras_model``
+call on an HGQ model is told to use ``convert_from_hgq_model`` instead of failing on
+an unknown layer.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from hls4ml.model import ModelGraph
 from hls4ml.model.flow import get_flow
 
 import HGQ.hls4ml_hook.handlers  # noqa: F401  (registers the handlers)
-from HGQ.hls4ml_hook.handlers import handler_keys
+from HGQ.hls4ml_hook.handlers import handler_keys, hgq_conversion
 from HGQ.hls4ml_hook.lookup_table import relayout_tables
 from HGQ.layers import HBaseLayer, Signature
 from HGQ.layers.replacements import check_only_hgq_layers
@@ -200,7 +200,7 @@ def convert(
     hls_config["Model"].setdefault("Precision", "fixed<16,6>")
     hls_config["Model"].setdefault("ReuseFactor", 1)
     hls_config["Model"].setdefault("Strategy", "Latency")
-    with _quantizer_fusion_disabled(), warnings.catch_warnings():
+    with hgq_conversion(), _quantizer_fusion_disabled(), warnings.catch_warnings():
         # A fold hls4ml warns about is a wrong design: make it an error.
         warnings.filterwarnings("error", message=".*propagated multiple times.*")
         model_hls = hls4ml.converters.convert_from_keras_model(

@@ -12,7 +12,9 @@ intermediate type (accumulators, weights) so that nothing is lost on the way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import keras
@@ -37,6 +39,19 @@ LayerDicts = tuple[dict[str, Any], ...]
 
 #: Keras activations whose output element depends on other elements of the sample.
 NOT_ELEMENTWISE = frozenset({"softmax", "log_softmax", "sparsemax"})
+
+
+_converting = contextvars.ContextVar("hgq_converting", default=False)
+
+
+@contextlib.contextmanager
+def hgq_conversion() -> Iterator[None]:
+    """Marks a conversion run by ``convert_from_hgq_model``, which the handlers require."""
+    token = _converting.set(True)
+    try:
+        yield
+    finally:
+        _converting.reset(token)
 
 
 def handler_keys(*classes: type) -> tuple[str, ...]:
@@ -70,6 +85,15 @@ class HGQLayerHandler(KerasV3LayerHandler):
         in_tensors: Sequence[KerasTensor],
         out_tensors: Sequence[KerasTensor],
     ) -> LayerDicts:
+        if not _converting.get():
+            raise RuntimeError(
+                f"Layer '{layer.name}' is an HGQ layer: convert the model with "
+                "HGQ.hls4ml_hook.convert_from_hgq_model, not hls4ml's "
+                "convert_from_keras_model. It checks the model first and corrects hls4ml "
+                "1.3 behaviours that a plain conversion would leave in the design "
+                "(quantizers folded into one another, unsigned tensors that drop a sign's "
+                "weight, tables laid out for another input type)."
+            )
         inputs = [t.name for t in in_tensors]
         output = out_tensors[0].name
         if not self.quantizes_output:
