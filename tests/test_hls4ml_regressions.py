@@ -21,6 +21,7 @@ from HGQ import (
     HQuantize,
     PConcatenate,
     PFlatten,
+    PReshape,
     Signature,
 )
 
@@ -73,6 +74,29 @@ def test_signed_table_into_unsigned_quantizer(tmp_path):
     k, _, _ = model.get_layer("ht").pre_activation_quantizer.exact_format()
     assert not k.any()  # the case: every element unsigned
     assert_exact(model, x, tmp_path)
+
+
+def test_signed_quantizer_through_a_reshape_into_unsigned_quantizer(tmp_path):
+    """The same hls4ml rule applies through reshapes: a signed Signature (values -1..1)
+    read through PReshape by an unsigned quantizer that rounds 1 up to 2 was stored
+    in ufixed<1,1>, so -1 became 1 and then 2 (1268 of 1536 outputs on the calibration
+    data). Fix: the widening follows the chain of reshapes."""
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            Signature(1, 2, 1, name="sig"),
+            PReshape((2, 4)),
+            HActivation("linear", name="lin"),
+            PFlatten(),
+            HDense(3),
+        ]
+    )
+    x = np.random.default_rng(8).integers(-1, 2, size=(512, 8)).astype("float32")
+    model.predict(x, verbose=0)
+    set_fractional_bits(model.get_layer("lin"), -1)
+    assert_exact(model, x, tmp_path)
+    k, _, _ = model.get_layer("lin").pre_activation_quantizer.exact_format()
+    assert not k.any()
 
 
 @pytest.mark.parametrize("activation", ["linear", "tanh"])

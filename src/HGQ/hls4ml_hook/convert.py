@@ -122,6 +122,7 @@ def _widen_unsigned_quantizer_inputs(model_hls: ModelGraph) -> None:
     sign included) is exact, since each element then wraps modulo a divisor of ``2^I``.
     Signed tensors are always safe: hls4ml keeps the producer's whole range there.
     """
+    from hls4ml.model.layers import Reshape
     from hls4ml.model.optimizer.passes.hgq_proxy_model import FixedPointQuantizer
 
     for node in model_hls.graph.values():
@@ -133,11 +134,15 @@ def _widen_unsigned_quantizer_inputs(model_hls: ModelGraph) -> None:
             continue
         needed = int(np.max(integer[live]))
         producer = model_hls.graph[node.inputs[0]]
-        precision = producer.get_output_variable().type.precision
-        if precision.signed or precision.integer >= needed:
-            continue
-        precision.width += needed - precision.integer
-        precision.integer = needed
+        while True:
+            precision = producer.get_output_variable().type.precision
+            if not precision.signed and precision.integer < needed:
+                precision.width += needed - precision.integer
+                precision.integer = needed
+            # hls4ml applies its rule through reshapes (requested_by_non_saturating_quantizer).
+            if not isinstance(producer, Reshape):
+                break
+            producer = model_hls.graph[producer.inputs[0]]
 
 
 def _check_quantizers_kept(model_hls: ModelGraph, model: keras.Model) -> None:

@@ -11,8 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from HGQ.hls4ml_hook.saturation import SATURATING_QUANTIZER
 from HGQ.quantizer import HGQuantizer
+
+#: The hls4ml layer name of quantizers with ``SAT='SAT'`` (``HGQ.hls4ml_hook.saturation``
+#: registers it; this module stays free of hls4ml imports).
+SATURATING_QUANTIZER = "HGQSaturatingQuantizer"
 
 
 def quantizer_rounding(quantizer: HGQuantizer) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 from hls4ml.converters.keras_v3._base import KerasV3LayerHandler
 from hls4ml.converters.keras_v3.conv import gen_conv_config
 
+import HGQ.hls4ml_hook.saturation  # noqa: F401  (registers the SAT quantizer layer)
 from HGQ.hls4ml_hook.formats import fixed_point_quantizer, quantizer_rounding
 from HGQ.layers import HActivation, HDense, HKernelLayer, HQuantize, QLayerBase, Signature
 from HGQ.layers.add import HAdd
@@ -36,9 +37,6 @@ if TYPE_CHECKING:
     from keras import KerasTensor
 
 LayerDicts = tuple[dict[str, Any], ...]
-
-#: Keras activations whose output element depends on other elements of the sample.
-NOT_ELEMENTWISE = frozenset({"softmax", "log_softmax", "sparsemax"})
 
 
 _converting = contextvars.ContextVar("hgq_converting", default=False)
@@ -213,13 +211,6 @@ class HActivationHandler(HGQLayerHandler):
             return []
         if name == "relu":
             return [activation_step(f"{layer.name}_relu", "relu", inputs[0], target, n_in)]
-        if name in NOT_ELEMENTWISE:
-            raise ValueError(
-                f"HActivation '{layer.name}' uses {name}, which mixes the elements of a "
-                "sample, so it cannot be a per-element lookup table, and hls4ml's own "
-                "softmax is not bit-exact. End the model with a linear layer and apply "
-                f"{name} outside the firmware (argmax needs no softmax)."
-            )
         return [lookup_table_step(layer, inputs[0], target, n_in)]
 
 
@@ -246,11 +237,6 @@ class HConvHandler(HGQLayerHandler):
     handles = handler_keys(HConv1D, HConv2D, HConv1DBatchNorm, HConv2DBatchNorm)
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
-        if any(d != 1 for d in layer.dilation_rate):
-            raise ValueError(
-                f"{type(layer).__name__} '{layer.name}' has dilation_rate="
-                f"{layer.dilation_rate}; hls4ml 1.3 converts undilated convolutions only."
-            )
         kernel, bias = deployed_weights(layer)
         rank = len(layer.kernel_size)
         config = window_geometry(layer, in_tensors, out_tensors, layer.kernel_size)

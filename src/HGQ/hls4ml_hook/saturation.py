@@ -16,8 +16,7 @@ from hls4ml.model.layers import register_layer
 from hls4ml.model.optimizer.passes.bit_exact import _produce_kif
 from hls4ml.model.optimizer.passes.hgq_proxy_model import FixedPointQuantizer
 
-#: The hls4ml layer name HGQ's handlers emit for quantizers with ``SAT='SAT'``.
-SATURATING_QUANTIZER = "HGQSaturatingQuantizer"
+from HGQ.hls4ml_hook.formats import SATURATING_QUANTIZER
 
 
 class SaturatingQuantizer(FixedPointQuantizer):
