@@ -22,6 +22,7 @@ Used by ``tests/test_fuzz.py`` and ``bench/fuzz.py``.
 from __future__ import annotations
 
 import contextlib
+import dis
 import math
 import os
 import re
@@ -33,7 +34,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 # isort: off
 import HGQ  # selects the Keras backend: must precede keras
@@ -178,11 +179,14 @@ class Case:
 
 @dataclass
 class _Node:
-    """A tensor of the graph being built (``tensor`` is None in Sequential mode)."""
+    """A tensor of the graph being built (``tensor`` is None in Sequential mode).
+
+    ``layer`` made it; None for a model input.
+    """
 
     tensor: Any
     shape: tuple[int, ...]
-    layer: keras.layers.Layer
+    layer: keras.layers.Layer | None
     consumers: int = 0
 
     @property
@@ -256,6 +260,7 @@ class _Builder:
         return kwargs
 
     def apply(self, layer: keras.layers.Layer, inputs: list[_Node]) -> _Node:
+        """Connect ``layer`` to ``inputs`` (call it, or queue it in Sequential mode)."""
         for node in inputs:
             node.consumers += 1
             if node.consumers == 2:
@@ -308,7 +313,7 @@ class _Builder:
             )
         else:
             layer = self.signature(shape, f"sig_{index}")
-        source = _Node(inp, shape, layer)
+        source = _Node(inp, shape, None)
         return inp, self.apply(layer, [source])
 
     def signature(self, shape: tuple[int, ...], name: str) -> Signature:
@@ -456,9 +461,10 @@ class _Builder:
         layer = HAdd(name=self.name("add"), **self.h_kwargs(len(node.shape)))
         return self.apply(layer, branches)
 
-    def concatenate(self, node: _Node, axis: int | None = None) -> _Node:
+    def concatenate(self, node: _Node) -> _Node:
+        """Join ``node`` with 1-2 tensors along a random axis, named positive or negative."""
         rank = len(node.shape)
-        axis = int(self.rng.integers(1, rank + 1)) if axis is None else axis
+        axis = int(self.rng.integers(1, rank + 1))  # 1-based, as Keras counts with the batch
         branches = [node]
         for _ in range(int(self.rng.integers(1, 3))):
             matching = [
@@ -726,7 +732,11 @@ _REFUSING_STAGES = ("build", "train", "calibrate", "convert")
 def is_refusal(error: BaseException, stage: str) -> bool:
     """A documented error: ValueError/TypeError/RuntimeError raised in HGQ's own code.
 
-    Only up to conversion: an HGQ error while compiling or predicting is a crash.
+    The innermost frame must be in the HGQ package and stopped at a ``raise``
+    statement: a C function (``np.concatenate``, ...) failing on a line of HGQ code
+    leaves its caller as the innermost frame too, and that is a crash, not a message
+    the library wrote. Only up to conversion: an HGQ error while compiling or
+    predicting is a crash.
     """
     if stage not in _REFUSING_STAGES or type(error) not in (ValueError, TypeError, RuntimeError):
         return False
@@ -735,7 +745,13 @@ def is_refusal(error: BaseException, stage: str) -> bool:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_HGQ_DIR)
+    code = tb.tb_frame.f_code
+    if not Path(code.co_filename).resolve().is_relative_to(_HGQ_DIR):
+        return False
+    return any(
+        ins.offset == tb.tb_lasti and ins.opname == "RAISE_VARARGS"
+        for ins in dis.get_instructions(code)
+    )
 
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -752,21 +768,25 @@ def first_line(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def quiet(enabled: bool = True) -> Iterator[None]:
-    """Silence hls4ml's prints, g++'s output and warnings (file-descriptor level)."""
-    if not enabled:
+def quiet(sink: IO[str] | None) -> Iterator[None]:
+    """Send hls4ml's prints, g++'s output and warnings to ``sink`` (None: leave them).
+
+    Redirected at the file-descriptor level, because g++ writes there, not through
+    ``sys.stdout`` (Python's prints reach the same descriptors); kept in ``sink`` so a
+    failed compile can show g++'s error.
+    """
+    if sink is None:
         yield
         return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "w") as devnull, warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        os.dup2(devnull.fileno(), 1)
-        os.dup2(devnull.fileno(), 2)
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
         try:
-            with contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
-                yield
+            yield
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -774,6 +794,14 @@ def quiet(enabled: bool = True) -> Iterator[None]:
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
+
+
+def _compiler_error(output: str) -> str:
+    """The first ``error:`` line g++ printed (the exception only says that it failed)."""
+    for line in output.splitlines():
+        if "error:" in line:
+            return line.strip()[:300]
+    return ""
 
 
 def run_case(seed: int, verbose: bool = False) -> Result:
@@ -787,8 +815,9 @@ def run_case(seed: int, verbose: bool = False) -> Result:
     start = time.perf_counter()
     stage = "build"
     result = Result(seed=seed, outcome="exact")
+    sink = None if verbose else tempfile.TemporaryFile("w+")
     try:
-        with quiet(not verbose), tempfile.TemporaryDirectory(prefix=f"fuzz{seed}_") as workdir:
+        with quiet(sink), tempfile.TemporaryDirectory(prefix=f"fuzz{seed}_") as workdir:
             case = generate_case(seed)
             result.features = sorted(case.features)
             if verbose:
@@ -829,5 +858,12 @@ def run_case(seed: int, verbose: bool = False) -> Result:
         result.error_type = type(error).__name__
         result.first_line = first_line(error)
         result.traceback = traceback.format_exc()
+        if stage == "compile" and sink is not None:
+            sink.seek(0)
+            detail = _compiler_error(sink.read())
+            result.first_line += f" | {detail}" if detail else ""
+    finally:
+        if sink is not None:
+            sink.close()
     result.seconds = time.perf_counter() - start
     return result
