@@ -20,6 +20,7 @@ from HGQ import (
     HDense,
     HQuantize,
     PConcatenate,
+    PDropout,
     PFlatten,
     PReshape,
     Signature,
@@ -170,4 +171,17 @@ def test_one_format_input_quantizer_as_model_output(first, tmp_path):
     q = HQuantize(name="q")(inp) if first == "hquantize" else Signature(1, 6, 2)(inp)
     model = keras.Model(inp, [q, HDense(2)(q)])
     x = np.random.default_rng(7).normal(size=(256, 4)).astype("float32")
+    assert_exact(model, x, tmp_path)
+
+
+def test_passive_layers_on_a_model_output_as_model_outputs(tmp_path):
+    """A final PFlatten/PReshape is removed by hls4ml (and a PDropout, emitted as a linear
+    activation, too); when its input is also a model output that removal asserted
+    ('Remove leaf node ... but it already is'). Fix: an identity quantizer follows."""
+    inp = keras.Input((4, 2))
+    q = HQuantize(name="inp_q")(inp)
+    flat = PFlatten(name="flat")(q)
+    outputs = [q, flat, PDropout(0.2, name="drop")(q), PReshape((2, 4))(q), HDense(2)(flat)]
+    model = keras.Model(inp, outputs)
+    x = np.random.default_rng(9).normal(size=(256, 4, 2)).astype("float32")
     assert_exact(model, x, tmp_path)

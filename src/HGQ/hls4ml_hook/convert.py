@@ -205,7 +205,8 @@ def convert(
     hls_config["Model"].setdefault("Precision", "fixed<16,6>")
     hls_config["Model"].setdefault("ReuseFactor", 1)
     hls_config["Model"].setdefault("Strategy", "Latency")
-    with hgq_conversion(), _quantizer_fusion_disabled(), warnings.catch_warnings():
+    outputs = frozenset(t.name for t in model.outputs)
+    with hgq_conversion(outputs), _quantizer_fusion_disabled(), warnings.catch_warnings():
         # A fold hls4ml warns about is a wrong design: make it an error.
         warnings.filterwarnings("error", message=".*propagated multiple times.*")
         model_hls = hls4ml.converters.convert_from_keras_model(

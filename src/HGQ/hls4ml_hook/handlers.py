@@ -39,13 +39,16 @@ if TYPE_CHECKING:
 LayerDicts = tuple[dict[str, Any], ...]
 
 
-_converting = contextvars.ContextVar("hgq_converting", default=False)
+#: Names of the model's output tensors while ``convert_from_hgq_model`` runs, else None.
+_converting: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "hgq_converting", default=None
+)
 
 
 @contextlib.contextmanager
-def hgq_conversion() -> Iterator[None]:
+def hgq_conversion(output_names: frozenset[str]) -> Iterator[None]:
     """Marks a conversion run by ``convert_from_hgq_model``, which the handlers require."""
-    token = _converting.set(True)
+    token = _converting.set(frozenset(output_names))
     try:
         yield
     finally:
@@ -83,7 +86,7 @@ class HGQLayerHandler(KerasV3LayerHandler):
         in_tensors: Sequence[KerasTensor],
         out_tensors: Sequence[KerasTensor],
     ) -> LayerDicts:
-        if not _converting.get():
+        if _converting.get() is None:
             raise RuntimeError(
                 f"Layer '{layer.name}' is an HGQ layer: convert the model with "
                 "HGQ.hls4ml_hook.convert_from_hgq_model, not hls4ml's "
@@ -324,21 +327,42 @@ class PConcatenateHandler(PassiveLayerHandler):
         return chained(layer.name, inputs, target, concatenate)
 
 
+def identity_step(layer: QLayerBase, source: str, target: str) -> dict[str, Any]:
+    """A quantizer to the formats ``layer`` outputs: the identity on its values.
+
+    Passive layers use it where hls4ml would remove their own step from the graph
+    (a final Reshape, a linear activation), which fails when the input tensor is a
+    model output too; a cast is wiring in hardware.
+    """
+    return fixed_point_quantizer(
+        f"{layer.name}_identity", layer.exact_output_format(), "TRN", source, target
+    )
+
+
 class PReshapeHandler(PassiveLayerHandler):
-    """PFlatten and PReshape: hls4ml ``Reshape`` (free in hardware)."""
+    """PFlatten and PReshape: hls4ml ``Reshape`` (free in hardware).
+
+    hls4ml removes a Reshape that ends the graph; when the reshaped tensor is a model
+    output, an identity quantizer follows it so that removal cannot merge two outputs.
+    """
 
     handles = handler_keys(PFlatten, PReshape)
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
-        return [
+        is_output = target in _converting.get()
+        reshaped = f"{target}_reshaped" if is_output else target
+        steps = [
             {
                 "name": layer.name,
                 "class_name": "Reshape",
                 "target_shape": element_shape(out_tensors[0]),
                 "input_keras_tensor_names": inputs,
-                "output_keras_tensor_names": [target],
+                "output_keras_tensor_names": [reshaped],
             }
         ]
+        if is_output:
+            steps.append(identity_step(layer, reshaped, target))
+        return steps
 
 
 class PPermuteHandler(PassiveLayerHandler):
@@ -357,13 +381,12 @@ class PPermuteHandler(PassiveLayerHandler):
 
 
 class PDropoutHandler(PassiveLayerHandler):
-    """PDropout is the identity at inference (a linear activation hls4ml removes)."""
+    """PDropout is the identity at inference: an identity quantizer (see ``identity_step``)."""
 
     handles = handler_keys(PDropout)
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
-        n_in = int(np.prod(element_shape(in_tensors[0])))
-        return [activation_step(layer.name, "linear", inputs[0], target, n_in)]
+        return [identity_step(layer, inputs[0], target)]
 
 
 class PPoolHandler(PassiveLayerHandler):
