@@ -154,3 +154,27 @@ def test_bias_accum_exact_and_truncated(tmp_path, rng):
     # Documented as possibly inexact: the truncated accumulator may only lose, never gain.
     print(f"bias_accum=1: {differ}/{total} outputs differ")
     assert differ < total
+
+
+def test_accumulator_wider_than_float32_warns_naming_the_layer(tmp_path, rng):
+    model = small_model()
+    model.get_layer("inp_q").pre_activation_quantizer.fractional_bits.assign(np.full((1, 4), 12.0))
+    model.get_layer("d").kernel_quantizer.fractional_bits.assign(np.full((4, 3), 12.0, "float32"))
+    compute_bops(model, rng.normal(scale=8, size=(64, 4)).astype("float32"), verbose=False)
+    with pytest.warns(UserWarning, match=r"^d: its accum_t is \d+ bits wide.*float32"):
+        convert_from_hgq_model(model, str(tmp_path / "p"))
+
+
+def test_wide_union_of_narrow_formats_does_not_warn(tmp_path):
+    """A quantizer's elements may be far apart (10 integer bits here, 16 fractional bits
+    there): hls4ml's type for the whole tensor is wide, but no arithmetic happens in it,
+    and each element fits float32 exactly."""
+    model = keras.Sequential([keras.Input((2,)), HQuantize(name="inp_q")])
+    model.get_layer("inp_q").pre_activation_quantizer.fractional_bits.assign([[0.0, 16.0]])
+    x = np.array([[700.0, 0.001], [-3.0, -0.002]], "float32")
+    compute_bops(model, x, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model_hls = convert_from_hgq_model(model, str(tmp_path / "p"))
+    widths = [n.get_output_variable().type.precision.width for n in model_hls.graph.values()]
+    assert max(widths) > 24

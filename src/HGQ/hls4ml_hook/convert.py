@@ -162,13 +162,20 @@ def _check_quantizers_kept(model_hls: ModelGraph, model: keras.Model) -> None:
             )
 
 
+#: hls4ml layers that add or multiply, which Keras does in float32. The others (casts,
+#: reshapes, tables, ReLU, max pools) only move values that already fit a narrower type.
+ARITHMETIC_LAYERS = ("Dense", "Conv1D", "Conv2D", "Merge", "Pooling1D", "Pooling2D")
+
+
 def _warn_wide_accumulators(model_hls: ModelGraph) -> None:
     for node in model_hls.graph.values():
+        if node.class_name not in ARITHMETIC_LAYERS:
+            continue
         for key in ("accum_t", "result_t"):
             attr = node.attributes.get(key)
             precision = getattr(attr, "precision", None)
             width = getattr(precision, "width", 0)
-            if width > FLOAT32_EXACT_BITS and node.class_name not in ("Input",):
+            if width > FLOAT32_EXACT_BITS:
                 warnings.warn(
                     f"{node.name}: its {key} is {width} bits wide, more than float32's "
                     f"{FLOAT32_EXACT_BITS}-bit exact range, so the Keras model may differ "
