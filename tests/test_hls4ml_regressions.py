@@ -22,6 +22,7 @@ from HGQ import (
     PConcatenate,
     PDropout,
     PFlatten,
+    PPermute,
     PReshape,
     Signature,
 )
@@ -185,3 +186,29 @@ def test_passive_layers_on_a_model_output_as_model_outputs(tmp_path):
     model = keras.Model(inp, outputs)
     x = np.random.default_rng(9).normal(size=(256, 4, 2)).astype("float32")
     assert_exact(model, x, tmp_path)
+
+
+def test_permute_then_flatten_then_dense(tmp_path):
+    """hls4ml folded a fixed permutation into the Dense after Transpose -> flatten,
+    ignoring the Transpose's own (identity and 3-axis permutations were wrong: 960 of
+    1024 outputs). Fix: an identity quantizer after each Transpose breaks the chain."""
+    inp2 = keras.Input((5, 3))
+    inp3 = keras.Input((2, 3, 4))
+    q2 = HQuantize(name="q2")(inp2)
+    q3 = HQuantize(name="q3")(inp3)
+    outputs = [HDense(2)(PFlatten()(PPermute(dims)(q2))) for dims in ((1, 2), (2, 1))]
+    outputs += [
+        HDense(2)(PFlatten()(PPermute(dims)(q3)))
+        for dims in ((1, 2, 3), (2, 3, 1), (3, 1, 2), (1, 3, 2), (3, 2, 1))
+    ]
+    model = keras.Model([inp2, inp3], outputs)
+    rng = np.random.default_rng(10)
+    x = [
+        rng.normal(size=(256, 5, 3)).astype("float32"),
+        rng.normal(size=(256, 2, 3, 4)).astype("float32"),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model_hls = hs.convert_compiled(model, x, tmp_path)
+    for data in (x, [8 * a for a in x]):
+        assert hs.mismatches(model, model_hls, data) == (0, 2 * 7 * 256)

@@ -366,17 +366,28 @@ class PReshapeHandler(PassiveLayerHandler):
 
 
 class PPermuteHandler(PassiveLayerHandler):
+    """PPermute: hls4ml ``Transpose``, then an identity quantizer.
+
+    hls4ml's ``RemoveTransposeBeforeFlatten`` takes a Transpose -> flatten -> Dense
+    chain for a channels-last conversion and folds one fixed permutation into the
+    Dense weights, whatever the Transpose's own: an identity permutation, or most
+    3-axis ones, then computed another layer (960 of 1024 outputs). The quantizer
+    (see ``identity_step``) breaks that chain.
+    """
+
     handles = handler_keys(PPermute)
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        transposed = f"{target}_transposed"
         return [
             {
                 "name": layer.name,
                 "class_name": "Transpose",
                 "perm": [int(d) - 1 for d in layer.dims],
                 "input_keras_tensor_names": inputs,
-                "output_keras_tensor_names": [target],
-            }
+                "output_keras_tensor_names": [transposed],
+            },
+            identity_step(layer, transposed, target),
         ]
 
 
