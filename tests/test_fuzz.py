@@ -24,7 +24,9 @@ SELF_TEST_SEEDS = range(500, 540)
 def _check_case(seed: int) -> None:
     pytest.importorskip("hls4ml")
     result = fm.run_case(seed)
-    assert result.outcome in ("exact", "refused"), (
+    # 'warned': the conversion said this layer's arithmetic is wider than float32 can
+    # emulate (SPEC section 7); any other difference or crash is a bug.
+    assert result.outcome in ("exact", "refused", "warned"), (
         f"{result.summary()}\n{result.traceback}\nre-run: python bench/fuzz.py --case {seed}"
     )
 

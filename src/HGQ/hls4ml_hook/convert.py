@@ -162,14 +162,18 @@ def _check_quantizers_kept(model_hls: ModelGraph, model: keras.Model) -> None:
             )
 
 
-#: hls4ml layers that add or multiply, which Keras does in float32. The others (casts,
-#: reshapes, tables, ReLU, max pools) only move values that already fit a narrower type.
-ARITHMETIC_LAYERS = ("Dense", "Conv1D", "Conv2D", "Merge", "Pooling1D", "Pooling2D")
+def _adds_or_multiplies(node: Any) -> bool:
+    """Whether Keras computes this hls4ml layer's result in float32 arithmetic: layers
+    with an accumulator (Dense, any convolution, average pools) and Merge. Casts,
+    reshapes, tables, ReLU and max pools only move values that fit narrower types."""
+    if node.class_name == "Merge":
+        return True
+    return "accum_t" in node.attributes and node.attributes.get("pool_op") != "Max"
 
 
 def _warn_wide_accumulators(model_hls: ModelGraph) -> None:
     for node in model_hls.graph.values():
-        if node.class_name not in ARITHMETIC_LAYERS:
+        if not _adds_or_multiplies(node):
             continue
         for key in ("accum_t", "result_t"):
             attr = node.attributes.get(key)
