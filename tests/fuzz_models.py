@@ -214,14 +214,24 @@ def _skip_dims(rng: np.random.Generator, rank: int) -> Any:
     return tuple(int(a) - rank if rng.random() < 0.3 else int(a) for a in sorted(axes))
 
 
-def quantizer_config(rng: np.random.Generator, rank: int) -> dict[str, Any] | None:
+OVERFLOW_MODES = ("WRAP", "SAT", "SAT_SYM")
+
+
+def quantizer_config(
+    rng: np.random.Generator, rank: int, overflow_rng: np.random.Generator | None = None
+) -> dict[str, Any] | None:
     """A partial quantizer config (merged over the defaults) for a tensor of ``rank``.
 
     ``rank`` counts the batch axis for activations and not for kernels, as the
     quantizer does. Each key is present half the time, so defaults are tested too.
+    Activations (``overflow_rng`` given) also draw an ``overflow_mode``, from that
+    separate stream so the architectures of a seed stay those of earlier versions.
     """
+    overflow = None
+    if overflow_rng is not None and overflow_rng.random() < 0.5:
+        overflow = OVERFLOW_MODES[overflow_rng.integers(len(OVERFLOW_MODES))]
     if rng.random() < 0.25:
-        return None
+        return None if overflow is None else {"overflow_mode": overflow}
     draws: dict[str, Callable[[], Any]] = {
         "init_bw": lambda: int(rng.integers(-1, 9)),
         "skip_dims": lambda: _skip_dims(rng, rank),
@@ -229,7 +239,10 @@ def quantizer_config(rng: np.random.Generator, rank: int) -> dict[str, Any] | No
         "exact_q_value": lambda: bool(rng.random() < 0.5),
         "bw_clip": lambda: BW_CLIPS[rng.integers(len(BW_CLIPS))],
     }
-    return {key: draw() for key, draw in draws.items() if rng.random() < 0.5}
+    config = {key: draw() for key, draw in draws.items() if rng.random() < 0.5}
+    if overflow is not None:
+        config["overflow_mode"] = overflow
+    return config
 
 
 # -------------------------------------------------------------- the builder
@@ -241,8 +254,15 @@ class _Builder:
     mode every layer is called on symbolic tensors as it is drawn.
     """
 
-    def __init__(self, rng: np.random.Generator, sequential: bool, bops_reg_factor: float):
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        sequential: bool,
+        bops_reg_factor: float,
+        overflow_rng: np.random.Generator,
+    ):
         self.rng = rng
+        self.overflow_rng = overflow_rng
         self.sequential = sequential
         self.bops_reg_factor = bops_reg_factor
         self.nodes: list[_Node] = []
@@ -258,7 +278,9 @@ class _Builder:
     def h_kwargs(self, out_rank: int, kernel_rank: int | None = None) -> dict[str, Any]:
         """Name-independent keywords of an H-layer: configs and the EBOPs factor."""
         kwargs: dict[str, Any] = {
-            "pre_activation_quantizer_config": quantizer_config(self.rng, out_rank + 1),
+            "pre_activation_quantizer_config": quantizer_config(
+                self.rng, out_rank + 1, self.overflow_rng
+            ),
             "bops_reg_factor": self.bops_reg_factor if self.rng.random() < 0.8 else 0.0,
         }
         if kernel_rank is not None:
@@ -314,7 +336,9 @@ class _Builder:
                 self.features.add("plain_quantize_name")
             layer = HQuantize(
                 name=name,
-                pre_activation_quantizer_config=quantizer_config(self.rng, len(shape) + 1),
+                pre_activation_quantizer_config=quantizer_config(
+                    self.rng, len(shape) + 1, self.overflow_rng
+                ),
                 bops_reg_factor=self.bops_reg_factor,
             )
         else:
@@ -568,7 +592,7 @@ def generate_case(seed: int) -> Case:
     rng = np.random.default_rng(seed)
     sequential = rng.random() < 0.25
     bops_reg_factor = 0.0 if rng.random() < 0.2 else _log_uniform(rng, 1e-7, 1e-2)
-    builder = _Builder(rng, sequential, bops_reg_factor)
+    builder = _Builder(rng, sequential, bops_reg_factor, np.random.default_rng([seed, 3]))
 
     n_inputs = 1 if sequential else int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
     if n_inputs > 1:
@@ -837,7 +861,15 @@ def run_case(seed: int, verbose: bool = False) -> Result:
             train(case)
             force_zero_widths(case)
             stage = "calibrate"
-            compute_bops(case.model, case.x if len(case.x) > 1 else case.x[0], verbose=verbose)
+            # A margin on the recorded ranges, from its own stream (architectures unchanged).
+            margin_rng = np.random.default_rng([seed, 4])
+            cover = 1.0 if margin_rng.random() < 0.7 else float(margin_rng.choice([1.5, 2.0]))
+            compute_bops(
+                case.model,
+                case.x if len(case.x) > 1 else case.x[0],
+                verbose=verbose,
+                cover_factor=cover,
+            )
             probes = probe_inputs(case, np.random.default_rng([seed, 2]))
             stage = "convert"
             with warnings.catch_warnings(record=True) as caught:
