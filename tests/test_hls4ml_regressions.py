@@ -101,6 +101,29 @@ def test_signed_quantizer_through_a_reshape_into_unsigned_quantizer(tmp_path):
     assert not k.any()
 
 
+def test_truncation_to_a_coarse_grid(tmp_path):
+    """Truncating to multiples of 16 turns every negative input in [-2, 0) into -16.
+    hls4ml narrowed such an element to its input's range plus one integer bit, which is
+    width 0 here (0 where Keras has -16). Fix: HGQ's quantizer layer narrows only to the
+    exact range of the rounded input."""
+    model = dense_chain(
+        HActivation(
+            "linear",
+            name="coarse",
+            pre_activation_quantizer_config={"rnd_strategy": "floor"},
+        ),
+        HDense(2),
+        n_in=4,
+    )
+    x = np.random.default_rng(11).uniform(-2, 2, size=(256, 4)).astype("float32")
+    model.predict(x, verbose=0)
+    set_fractional_bits(model.get_layer("inp_q"), 3)
+    set_fractional_bits(model.get_layer("coarse"), -4)
+    assert_exact(model, x, tmp_path)
+    k, i, f = model.get_layer("coarse").pre_activation_quantizer.exact_format()
+    assert (k == 1).all() and (k + i + f == 1).all()  # -16 or 0
+
+
 @pytest.mark.parametrize("activation", ["linear", "tanh"])
 def test_layer_of_width_zero(activation, tmp_path):
     """Every output element of 'd' has width 0 (the constant 0). hls4ml folded (0,0,0)

@@ -110,17 +110,30 @@ def _apply_bias_accum(model_hls: ModelGraph, keras_model: keras.Model, bias_accu
         precision.width = precision.integer + frac
 
 
-def _widen_unsigned_quantizer_inputs(model_hls: ModelGraph) -> None:
-    """Give every unsigned tensor feeding a quantizer the integer bits the quantizer wraps at.
+def _is_placeholder(precision: Any) -> bool:
+    """hls4ml's stand-in for a type of width < 1 (``to_hls4ml_fixed`` in bit_exact.py)."""
+    return (precision.width, precision.integer, precision.signed) == (2, 32, False)
+
+
+def _widen_quantizer_inputs(model_hls: ModelGraph) -> None:
+    """Give every tensor feeding a quantizer room for what the quantizer keeps of it.
 
     hls4ml's bit-exact pass (``default_register_precision``) types a tensor read only by
-    non-saturating quantizers with the quantizers' sign but ``min(produced, requested)``
-    integer bits. When the producer is signed (a table, a Dense) and every quantizer
-    element is unsigned, that stores a negative value modulo ``2^produced`` instead of
-    ``2^requested``, and the quantizer's own wrap then gives another value than Keras.
-    Storing modulo ``2^I`` for ``I`` at least every element's integer bits (ap_fixed's,
-    sign included) is exact, since each element then wraps modulo a divisor of ``2^I``.
-    Signed tensors are always safe: hls4ml keeps the producer's whole range there.
+    non-saturating quantizers with the quantizers' sign and fractional bits but
+    ``min(produced, requested)`` integer bits. Two results are wrong:
+
+    - unsigned with fewer integer bits than a quantizer element: a signed producer's
+      negative value is stored modulo ``2^produced`` instead of ``2^requested`` (a
+      table into unsigned formats: 1,385 of 1,536 outputs differed);
+    - a width below 1, when the quantizer's grid is coarser than the produced range
+      (truncating -0.5 to a multiple of 16 gives -16): hls4ml then puts a placeholder
+      type that holds only 0 (398 of 512 outputs differed).
+
+    Storing modulo ``2^I`` on a grid at least as fine as the quantizers' is exact when
+    ``I`` is at least every element's integer bits (ap_fixed's, sign included): each
+    element then wraps modulo a divisor of ``2^I`` and rounds as from the value itself.
+    Signed tensors of width >= 1 are safe: they hold the producer's whole range.
+    hls4ml applies its rule through reshapes, so the chain of reshapes is followed.
     """
     from hls4ml.model.layers import Reshape
     from hls4ml.model.optimizer.passes.hgq_proxy_model import FixedPointQuantizer
@@ -128,18 +141,23 @@ def _widen_unsigned_quantizer_inputs(model_hls: ModelGraph) -> None:
     for node in model_hls.graph.values():
         if not isinstance(node, FixedPointQuantizer):
             continue
-        _, width, integer = (np.asarray(a) for a in node.mask_kbi)
+        keep_negative, width, integer = (np.asarray(a) for a in node.mask_kbi)
         live = width > 0
         if not np.any(live):
             continue
-        needed = int(np.max(integer[live]))
+        needed_integer = int(np.max(integer[live]))
+        rounding_bit = 0 if node.RND == "TRN" else 1
+        needed_fraction = int(np.max((width - integer)[live])) + rounding_bit
         producer = model_hls.graph[node.inputs[0]]
         while True:
             precision = producer.get_output_variable().type.precision
-            if not precision.signed and precision.integer < needed:
-                precision.width += needed - precision.integer
-                precision.integer = needed
-            # hls4ml applies its rule through reshapes (requested_by_non_saturating_quantizer).
+            if _is_placeholder(precision):
+                precision.signed = bool(np.any(keep_negative[live]))
+                precision.integer = needed_integer
+                precision.width = needed_integer + needed_fraction
+            elif not precision.signed and precision.integer < needed_integer:
+                precision.width += needed_integer - precision.integer
+                precision.integer = needed_integer
             if not isinstance(producer, Reshape):
                 break
             producer = model_hls.graph[producer.inputs[0]]
@@ -234,7 +252,7 @@ def convert(
             **hls4ml_kwargs,
         )
     _check_quantizers_kept(model_hls, model)
-    _widen_unsigned_quantizer_inputs(model_hls)
+    _widen_quantizer_inputs(model_hls)
     relayout_tables(model_hls, model)
     if bias_accum is not None:
         _apply_bias_accum(model_hls, model, bias_accum)

@@ -13,9 +13,9 @@ import numpy as np
 
 from HGQ.quantizer import HGQuantizer
 
-#: The hls4ml layer name of quantizers with ``SAT='SAT'`` (``HGQ.hls4ml_hook.saturation``
+#: The hls4ml layer name of HGQ's quantizers (``HGQ.hls4ml_hook.quantizer_layer``
 #: registers it; this module stays free of hls4ml imports).
-SATURATING_QUANTIZER = "HGQSaturatingQuantizer"
+HGQ_QUANTIZER = "HGQFixedPointQuantizer"
 
 
 def quantizer_rounding(quantizer: HGQuantizer) -> str:
@@ -46,8 +46,8 @@ def fixed_point_quantizer(
     mask = tuple(a[None].astype(np.int16) for a in (k, width, int_bits))
     return {
         "name": name,
-        # hls4ml narrows SAT quantizers wrongly; see HGQ.hls4ml_hook.saturation.
-        "class_name": SATURATING_QUANTIZER if overflow == "SAT" else "FixedPointQuantizer",
+        # hls4ml narrows some formats wrongly; see HGQ.hls4ml_hook.quantizer_layer.
+        "class_name": HGQ_QUANTIZER,
         "mask_kbi": mask,
         "SAT": overflow,
         "RND": rounding,

@@ -22,7 +22,7 @@ import numpy as np
 from hls4ml.converters.keras_v3._base import KerasV3LayerHandler
 from hls4ml.converters.keras_v3.conv import gen_conv_config
 
-import HGQ.hls4ml_hook.saturation  # noqa: F401  (registers the SAT quantizer layer)
+import HGQ.hls4ml_hook.quantizer_layer  # noqa: F401  (registers HGQ's quantizer layer)
 from HGQ.hls4ml_hook.formats import fixed_point_quantizer, quantizer_rounding
 from HGQ.layers import HActivation, HDense, HKernelLayer, HQuantize, QLayerBase, Signature
 from HGQ.layers.add import HAdd
