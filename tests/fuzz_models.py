@@ -68,6 +68,7 @@ from HGQ import (
     Signature,
 )
 from HGQ.bops import ResetMinMax, compute_bops
+from HGQ.config import OVERFLOW_MODES, RND_STRATEGIES
 from HGQ.layers import HBaseLayer
 
 OUTCOMES = ("exact", "refused", "warned", "mismatch", "crash")
@@ -137,13 +138,6 @@ ELEMENTWISE_ACTIVATIONS = (
     "log_sigmoid",
 )
 
-RND_STRATEGIES = (
-    "floor",
-    "standard_round",
-    "stochastic_round",
-    "fast_uniform_noise_injection",
-    "auto",
-)
 SKIP_DIMS_NAMES = (None, "all", "batch", "none", "except_last", "except_1st")
 BW_CLIPS = ((-23, 23), (-8, 12), (0, 8), (-4, 4), (2, 6))
 
@@ -212,9 +206,6 @@ def _skip_dims(rng: np.random.Generator, rank: int) -> Any:
     count = int(rng.integers(1, min(2, rank) + 1))
     axes = rng.choice(rank, size=count, replace=False)
     return tuple(int(a) - rank if rng.random() < 0.3 else int(a) for a in sorted(axes))
-
-
-OVERFLOW_MODES = ("WRAP", "SAT", "SAT_SYM")
 
 
 def quantizer_config(
