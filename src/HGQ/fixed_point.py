@@ -88,6 +88,26 @@ def surrogate_int_bits(vmin, vmax, frac_bits):
     return ops.cast(negative, vmin.dtype), int_bits
 
 
+def integer_bit_span(mantissa):
+    """Bits from the highest to the lowest set bit of non-negative integers (``keras.ops``).
+
+    ``mantissa`` holds integer values in a float tensor (a weight's ``|q| * 2^f``);
+    0 spans 0 bits. The twin of ``bit_span`` for the training graph: the lowest set
+    bit is split off with integer arithmetic, and ``floor(log2(.))`` of the odd part
+    left is corrected by exact powers of two, since ``log2`` may round across an
+    integer in float32. Values beyond 2^30 are clipped (int32; they are not exact in
+    float32 anyway).
+    """
+    m = ops.minimum(mantissa, 2.0**30)
+    as_int = ops.cast(m, "int32")
+    lowest = ops.cast(ops.bitwise_and(as_int, ops.negative(as_int)), m.dtype)
+    odd = m / ops.maximum(lowest, 1.0)  # exact: a division by a power of two
+    exponent = ops.floor(ops.log2(ops.maximum(odd, 1.0)))
+    exponent = ops.where(pow2(exponent) > odd, exponent - 1.0, exponent)
+    exponent = ops.where(pow2(exponent + 1.0) <= odd, exponent + 1.0, exponent)
+    return ops.where(m > 0, exponent + 1.0, ops.zeros_like(m))
+
+
 def ceil_log2_exact(x: np.ndarray) -> np.ndarray:
     """``ceil(log2(x))`` for positive floats, exactly (no transcendental rounding)."""
     mantissa, exponent = np.frexp(np.asarray(x, dtype=np.float64))

@@ -21,6 +21,7 @@ from HGQ.config import merged_config
 from HGQ.fixed_point import (
     LN2,
     exact_int_bits,
+    integer_bit_span,
     pow2,
     round_half_up,
     round_to_grid_host,
@@ -365,29 +366,31 @@ class HGQuantizer(keras.layers.Layer):
         return f * factor + ops.stop_gradient(f * (1.0 - factor))
 
     def surrogate_bitwidth(self, values=None):
-        """Differentiable bitwidth per element, for the training-time EBOPs.
+        """Bitwidth per element for the training-time EBOPs: exact value, gradient in ``f``.
 
-        Activations: ``relu(k + i + f)`` with ``k, i`` from the min/max record.
-        Kernels: ``relu(i + f)`` with ``i`` from each weight in ``values``; weights
-        that quantize to 0 cost 0.
-        No gradient flows through ``k`` or ``i``.
+        The value is what ``compute_bops`` will count for the same state, so the
+        penalty has no free zone: for activations ``max(k + i + round(f), 0)`` with
+        ``k, i`` from the min/max record; for kernels the bit span of each weight of
+        ``values`` as deployed (``round(f)``, inference rounding), 0 for a weight that
+        quantizes to 0. The gradient is 1 per fractional bit (scaled for shared
+        bitwidths) wherever the width is positive; none flows through ``k``, ``i`` or
+        the span.
         """
-        f = self._scaled_gradient(self.effective_fractional_bits(training=True))
+        f = self._scaled_gradient(ops.convert_to_tensor(self.fractional_bits))
+        f_rounded = ops.stop_gradient(ops.round(f))
+        slope = f - ops.stop_gradient(f)  # value 0, gradient that of f
         if self.is_activation:
-            f_value = ops.stop_gradient(f)
             k, i = surrogate_int_bits(
-                ops.convert_to_tensor(self.vmin), ops.convert_to_tensor(self.vmax), f_value
+                ops.convert_to_tensor(self.vmin), ops.convert_to_tensor(self.vmax), f_rounded
             )
-            bw = ops.relu(ops.stop_gradient(k + i) + f)
+            width = ops.stop_gradient(k + i) + f_rounded
+            bw = ops.where(width > 0, width + slope, ops.zeros_like(width))
             return ops.broadcast_to(bw, (1,) + tuple(self.element_shape))[0]
-        # From the float weights: q = 0 iff |w| < 2^-(f+1), and log2|q| ~ log2|w|
-        # (they differ only where rounding crosses a power of two). This spares a
-        # second quantization of the kernel in the training graph.
-        # |w| * 2^(f+1) >= 1 is log2|w| + f + 1 >= 0: one log2 serves both tests.
-        log_magnitude = ops.log2(ops.maximum(ops.stop_gradient(ops.abs(values)), 1e-30))
-        f_value = ops.stop_gradient(f)
-        bw = ops.relu(ops.floor(log_magnitude) + 1.0 + f)
-        return ops.where(log_magnitude + f_value + 1.0 >= 0.0, bw, 0.0)
+        scaled = ops.stop_gradient(values) * pow2(f_rounded)
+        floor = self.config["rnd_strategy"] == "floor"
+        mantissa = ops.abs(ops.floor(scaled) if floor else round_half_up(scaled))
+        span = integer_bit_span(mantissa)
+        return ops.where(span > 0, span + slope, ops.zeros_like(span))
 
     # ------------------------------------------------- calibration (host side)
     def rounded_fractional_bits(self) -> np.ndarray:

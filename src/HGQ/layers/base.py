@@ -57,6 +57,21 @@ def _distinct_from(inputs: Any, outputs: Any) -> Any:
     )
 
 
+def check_bops_reg_factor(value: Any, owner: str) -> float:
+    """β as a float, or a ValueError naming ``owner`` and what β must be."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not np.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"{owner}: bops_reg_factor (β) must be a finite number >= 0, the weight of the "
+            f"layer's EBOPs in the loss (e.g. 1e-5; 0 turns the penalty off), got {value!r}."
+        )
+    return float(value)
+
+
 class QLayerBase(keras.layers.Layer):
     """Root of all HGQ layers: input lineage and the output bitwidth map interface."""
 
@@ -74,8 +89,29 @@ class QLayerBase(keras.layers.Layer):
             # it but warns. The guide's way is supported here, so keep users' logs clean.
             warnings.filterwarnings("ignore", message=".*input_shape.*input_dim.*")
             super().__init__(**kwargs)
-        self.bops_reg_factor = float(bops_reg_factor)
+        self.bops_reg_factor = bops_reg_factor
         object.__setattr__(self, "_input_source_refs", None)
+
+    @property
+    def bops_reg_factor(self) -> float:
+        """β: the weight of this layer's EBOPs in the loss (read from its variable)."""
+        variable = getattr(self, "bops_reg_factor_variable", None)
+        if variable is None:
+            return self._initial_bops_reg_factor
+        stored = keras.ops.convert_to_numpy(variable)
+        # The value last set, unless the variable changed since (loaded weights):
+        # float32 would turn a user's 1e-5 into 9.99999974e-06.
+        if stored == np.float32(self._initial_bops_reg_factor):
+            return self._initial_bops_reg_factor
+        return float(stored)
+
+    @bops_reg_factor.setter
+    def bops_reg_factor(self, value: float) -> None:
+        value = check_bops_reg_factor(value, f"{type(self).__name__} '{self.name}'")
+        variable = getattr(self, "bops_reg_factor_variable", None)
+        if variable is not None:
+            variable.assign(value)
+        object.__setattr__(self, "_initial_bops_reg_factor", value)
 
     # ------------------------------------------------------------- lineage
     def __call__(self, *args, **kwargs):
@@ -240,6 +276,14 @@ class HBaseLayer(QLayerBase):
         )
         self.pre_activation_quantizer.build(output_shape)
         self.bops = self.add_weight(name="bops", shape=(), initializer="zeros", trainable=False)
+        # A variable, not a Python float, so that a callback (BetaScheduler) can change
+        # β between epochs without a recompile of the training step; saved with the model.
+        self.bops_reg_factor_variable = self.add_weight(
+            name="bops_reg_factor",
+            shape=(),
+            initializer=keras.initializers.Constant(self._initial_bops_reg_factor),
+            trainable=False,
+        )
 
     def output_is_non_negative(self) -> bool:
         """Whether ``forward`` never returns a negative value (e.g. it ends in a ReLU)."""
@@ -270,8 +314,7 @@ class HBaseLayer(QLayerBase):
             bops = self.bops_surrogate()
             if bops is not None:
                 self.bops.assign(ops.stop_gradient(bops))
-                if self.bops_reg_factor:
-                    self.add_loss(self.bops_reg_factor * bops)
+                self.add_loss(self.bops_reg_factor_variable * bops)
         return outputs
 
     def quantize_bias(self, bias, training=None):
