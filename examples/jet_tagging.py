@@ -1,0 +1,329 @@
+"""Train the HGQ jet tagger of the hls4ml benchmark and keep its accuracy-vs-EBOPs front.
+
+The hls4ml LHC jet-tagging benchmark classifies jets into five classes (g, q, t, W, Z)
+from 16 high-level substructure features. This example trains the network of the HGQ
+paper for it, ``HQuantize -> 64 -> 32 -> 32 (HDenseBatchNorm, ReLU) -> 5 (HDense,
+logits)``, in one run whose β (the weight of the EBOPs penalty) is held small for the
+first epochs, so the model learns the task, and then rises geometrically, so the run
+walks down the accuracy-vs-EBOPs trade-off. Every epoch the exact EBOPs are measured on
+a calibration subset of the training data (``CalibratedBOPs``), and each epoch that no
+other epoch beats on both validation accuracy and EBOPs is checkpointed
+(``ParetoFront``) under ``<output-dir>/front``.
+
+After training, each kept checkpoint is reloaded, calibrated with ``compute_bops`` on the
+same calibration data (which gives exactly the EBOPs recorded during training) and
+evaluated on the test split. The front is printed as a table and, if matplotlib is
+installed, drawn to ``<output-dir>/front.png``. A kept checkpoint, calibrated so, is
+what ``HGQ.hls4ml_hook.convert_from_hgq_model`` converts to firmware.
+
+Run it with::
+
+    KERAS_BACKEND=jax .venv/bin/python examples/jet_tagging.py \\
+        [--data path/to/hls4ml_lhc_jets_hlf.arff] [--epochs 200] [--max-samples 50000]
+
+The data are the OpenML data set ``hls4ml_lhc_jets_hlf`` (id 42468,
+https://www.openml.org/d/42468), split 80/20 and standardised as in hls4ml tutorial
+part 1 by ``HGQ.datasets.load_jet_tagging``. Without ``--data`` it is downloaded through
+scikit-learn (and cached under ``--data-home``); a machine without internet access needs
+the ARFF file (or a populated scikit-learn cache) copied over, and the script says so
+and exits with status 1 when it has neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# isort: off
+import HGQ  # noqa: F401  (selects the Keras backend: must precede keras)
+import keras
+
+# isort: on
+from HGQ import HDense, HDenseBatchNorm, HQuantize
+from HGQ.bops import compute_bops
+from HGQ.callbacks import (
+    BetaScheduler,
+    CalibratedBOPs,
+    ConstantThenLogRamp,
+    ParetoFront,
+    ResetMinMax,
+)
+from HGQ.datasets import JET_CLASSES, DatasetUnavailableError, load_jet_tagging
+
+N_FEATURES = 16
+HIDDEN = (64, 32, 32)
+
+# Defaults of the full run, shared by `run` and the command line.
+EPOCHS = 200
+BETA0 = 1e-6
+BETA1 = 1e-4
+BATCH_SIZE = 16384
+LEARNING_RATE = 3e-3
+VALIDATION_FRACTION = 0.1
+CALIBRATION_SAMPLES = 100_000
+OUTPUT_DIR = os.path.join("build", "jet_tagging")
+
+
+def build_model(beta: float = BETA0, n_classes: int = len(JET_CLASSES)) -> keras.Model:
+    """The HGQ jet tagger: quantized input, three folded Dense+BatchNorm+ReLU, logits.
+
+    The batch normalisations are folded into the quantized kernels (``HDenseBatchNorm``),
+    so they cost nothing in firmware; the last layer emits logits, since a softmax is
+    not needed to take the argmax on the FPGA.
+    """
+    layers: list[Any] = [
+        keras.Input((N_FEATURES,)),
+        HQuantize(name="inp_q", bops_reg_factor=beta),
+    ]
+    layers += [HDenseBatchNorm(n, activation="relu", bops_reg_factor=beta) for n in HIDDEN]
+    layers.append(HDense(n_classes, bops_reg_factor=beta))
+    return keras.Sequential(layers, name="jet_tagger")
+
+
+def split_validation(
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hold out a shuffled ``fraction`` of the training data for validation.
+
+    ``fit(validation_split=...)`` takes the *last* samples, which is only a fair sample
+    when the data are already shuffled; an explicit shuffled split does not depend on
+    that. Returns ``(x_fit, y_fit, x_val, y_val)``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction!r}.")
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(fraction * len(x))))
+    if n_val >= len(x):
+        raise ValueError(f"{len(x)} training samples are too few to hold out {fraction:.0%}.")
+    val, fit = order[:n_val], order[n_val:]
+    return x[fit], y[fit], x[val], y[val]
+
+
+def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+    """Top-1 accuracy of the (calibrated) model's logits on ``(x, y)``.
+
+    ``x`` is padded to whole batches: a short last batch would have another shape, and
+    the predict step would be compiled a second time for it.
+    """
+    size = min(batch_size, len(x))
+    padded = np.concatenate([x, x[np.arange(-len(x) % size) % len(x)]])
+    logits = model.predict(padded, batch_size=size, verbose=0)[: len(x)]
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def format_front(rows: Sequence[dict[str, Any]]) -> str:
+    """The front as a text table, cheapest model first."""
+    header = f"{'epoch':>5}  {'beta':>9}  {'val acc':>8}  {'test acc':>8}  {'EBOPs':>12}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        lines.append(
+            f"{row['epoch']:>5}  {row['beta']:>9.3g}  {row['val_accuracy']:>8.4f}  "
+            f"{row['test_accuracy']:>8.4f}  {row['ebops']:>12,.0f}"
+        )
+    return "\n".join(lines)
+
+
+def save_front_plot(rows: Sequence[dict[str, Any]], path: str) -> bool:
+    """Draw validation and test accuracy against EBOPs; skip quietly without matplotlib.
+
+    matplotlib is an optional extra of HGQ, so the example must not need it. Returns
+    whether the figure was written.
+    """
+    try:
+        from HGQ import plot
+    except ImportError:
+        print("matplotlib is not installed: no front plot (pip install 'hgq-keras[plot]').")
+        return False
+    fig = plot.front(rows, y="val_accuracy", label="validation")
+    plot.front(rows, y="test_accuracy", ax=fig.axes[0], label="test", annotate=False)
+    fig.axes[0].set_ylabel("accuracy")
+    fig.savefig(path, dpi=150)
+    return True
+
+
+def _clear_old_checkpoints(directory: str) -> None:
+    """Remove the checkpoints a previous run left, so the front on disk is this run's."""
+    for path in glob.glob(os.path.join(directory, "epoch=*.keras")):
+        os.remove(path)
+
+
+def run(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    epochs: int = EPOCHS,
+    *,
+    beta0: float = BETA0,
+    beta1: float = BETA1,
+    hold: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    learning_rate: float = LEARNING_RATE,
+    validation_fraction: float = VALIDATION_FRACTION,
+    calibration_samples: int | None = CALIBRATION_SAMPLES,
+    output_dir: str | os.PathLike[str] = OUTPUT_DIR,
+    seed: int = 0,
+    verbose: int = 2,
+) -> list[dict[str, Any]]:
+    """Train one β-ramped run, then reload, calibrate and test every front checkpoint.
+
+    ``hold``: epochs at ``beta0`` before the ramp (default: a tenth of ``epochs``); the
+    ramp reaches ``beta1`` at the last epoch. ``calibration_samples``: how many training
+    samples calibrate the EBOPs (``None`` or 0: all of them); the integer bits come from
+    the ranges seen there, so too few samples let rare larger values wrap at inference.
+
+    Returns the front, cheapest first: dicts with ``epoch`` (0-based, as in the
+    checkpoint names), ``path``, ``beta``, ``val_accuracy``, ``ebops`` (exact, of the
+    reloaded and calibrated checkpoint) and ``test_accuracy``.
+    """
+    keras.utils.set_random_seed(seed)
+    output_dir = os.fspath(output_dir)
+    front_dir = os.path.join(output_dir, "front")
+    os.makedirs(front_dir, exist_ok=True)
+    _clear_old_checkpoints(front_dir)
+
+    x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train, validation_fraction, seed)
+    # The fit split is already shuffled, so its first samples are a random subset.
+    x_calib = x_fit[:calibration_samples] if calibration_samples else x_fit
+
+    if hold is None:
+        hold = max(1, epochs // 10)
+    schedule = ConstantThenLogRamp(beta0, beta1, hold=hold, ramp=max(1, epochs - hold))
+
+    model = build_model(beta0)
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    pareto = ParetoFront(front_dir)
+    history = model.fit(
+        x_fit,
+        y_fit,
+        validation_data=(x_val, y_val),
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        verbose=verbose,
+        callbacks=[  # loggers before readers: Keras calls them in this order
+            ResetMinMax(),
+            BetaScheduler(schedule),
+            CalibratedBOPs(x_calib, bsz=batch_size),
+            pareto,
+        ],
+    )
+
+    rows = []
+    for record in pareto.front:
+        loaded = keras.models.load_model(record["path"], compile=False)
+        ebops = compute_bops(loaded, x_calib, bsz=batch_size, verbose=False)
+        if ebops != record["ebops"]:
+            warnings.warn(
+                f"epoch {record['epoch']}: the reloaded checkpoint calibrates to {ebops} "
+                f"EBOPs, but {record['ebops']} were recorded while training.",
+                stacklevel=2,
+            )
+        rows.append(
+            {
+                "epoch": record["epoch"],
+                "path": record["path"],
+                "beta": float(history.history["beta"][record["epoch"]]),
+                "val_accuracy": record["val_accuracy"],
+                "ebops": ebops,
+                "test_accuracy": accuracy(loaded, x_test, y_test, batch_size),
+            }
+        )
+    rows.sort(key=lambda row: (row["ebops"], row["epoch"]))
+
+    print(f"\nPareto front ({len(rows)} checkpoints in {front_dir}):")
+    print(format_front(rows))
+    if rows:
+        plot_path = os.path.join(output_dir, "front.png")
+        if save_front_plot(rows, plot_path):
+            print(f"front plot: {plot_path}")
+    return rows
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; defaults are those of the full benchmark run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("--epochs", type=int, default=EPOCHS, help="training epochs (default: %(default)s)")
+    add(
+        "--data",
+        metavar="PATH",
+        help="local copy of hls4ml_lhc_jets_hlf (.arff, .arff.gz, .csv); "
+        "default: download it from OpenML",
+    )
+    add("--data-home", metavar="DIR", help="scikit-learn's download cache for the download")
+    add("--beta0", type=float, default=BETA0, help="β while held (default: %(default)g)")
+    add("--beta1", type=float, default=BETA1, help="β at the last epoch (default: %(default)g)")
+    add("--hold", type=int, help="epochs at beta0 before the ramp (default: a tenth of epochs)")
+    add("--batch-size", type=int, default=BATCH_SIZE, help="jets per step (default: %(default)s)")
+    add("--lr", type=float, default=LEARNING_RATE, help="Adam learning rate (default: %(default)g)")
+    add(
+        "--calibration-samples",
+        type=int,
+        default=CALIBRATION_SAMPLES,
+        metavar="N",
+        help="training jets that calibrate EBOPs and integer bits; 0: all (default: %(default)s)",
+    )
+    add("--max-samples", type=int, metavar="N", help="use at most N training and N test jets")
+    add("--seed", type=int, default=0, help="weights, shuffling and split (default: %(default)s)")
+    add("--output-dir", default=OUTPUT_DIR, metavar="DIR", help="(default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.epochs < 1:
+        parser.error("--epochs must be at least 1")
+    if args.max_samples is not None and args.max_samples < 2:
+        parser.error("--max-samples must be at least 2")
+    if args.calibration_samples < 0:
+        parser.error("--calibration-samples must be >= 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Load the data (or explain why it cannot be had, exit status 1), then ``run``."""
+    args = parse_args(argv)
+    try:
+        x_train, x_test, y_train, y_test = load_jet_tagging(
+            path=args.data, data_home=args.data_home
+        )
+    except (DatasetUnavailableError, FileNotFoundError, ValueError) as err:
+        # An expected situation (offline machine, wrong path), not a bug: no traceback.
+        print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, DatasetUnavailableError):
+            print("With the file at hand, pass it here as --data PATH.", file=sys.stderr)
+        raise SystemExit(1) from None
+    if args.max_samples is not None:
+        # load_jet_tagging's split is shuffled, so leading samples are a random subset.
+        x_train, y_train = x_train[: args.max_samples], y_train[: args.max_samples]
+        x_test, y_test = x_test[: args.max_samples], y_test[: args.max_samples]
+
+    print(f"Keras backend: {keras.backend.backend()}")
+    print(f"jet tagging: {len(x_train)} training / {len(x_test)} test jets, classes {JET_CLASSES}")
+    run(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        args.epochs,
+        beta0=args.beta0,
+        beta1=args.beta1,
+        hold=args.hold,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        calibration_samples=args.calibration_samples,
+        output_dir=args.output_dir,
+        seed=args.seed,
+    )
+
+
+if __name__ == "__main__":
+    main()
