@@ -297,9 +297,16 @@ def test_training_surrogate_prices_the_batch_folded_kernel(rng):
     y = x @ kernel + layer.bias.numpy()
     folded = kernel * 16.0 / np.sqrt(y.var(axis=0) + EPS)  # batch statistics
     bw_in = ops.convert_to_numpy(layer.input_bitwidth())
-    expected = np.sum(bw_in @ (np.floor(np.log2(np.abs(folded))) + 1 + 20))
-    unfolded = np.sum(bw_in @ (np.floor(np.log2(np.abs(kernel))) + 1 + 20))
-    assert float(layer.bops.numpy()) == pytest.approx(expected, rel=1e-6)
+
+    def spans(w):  # bit span of each weight on the 2^-20 grid (exact integers)
+        m = [abs(int(np.floor(v * 2.0**20 + 0.5))) for v in w.ravel()]
+        return np.array([b.bit_length() - (b & -b).bit_length() + 1 if b else 0 for b in m])
+
+    expected = np.sum(bw_in @ spans(folded).reshape(folded.shape))
+    unfolded = np.sum(bw_in @ spans(kernel).reshape(kernel.shape))
+    # The batch statistics are computed in float32 in the layer and in float64 here:
+    # the lowest of ~24 bits (and so a span) can differ for a weight or two.
+    assert float(layer.bops.numpy()) == pytest.approx(expected, rel=2e-2)
     assert expected > unfolded + 3 * 2 * bw_in.sum()
 
 

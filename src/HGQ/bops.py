@@ -9,6 +9,7 @@ the firmware does) and returns the exact EBOPs.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -276,28 +277,95 @@ def compute_bops(
 trace_minmax = compute_bops
 
 
-class ResetMinMax(keras.callbacks.Callback):
-    """Reset every min/max record at the start of each epoch; log ``bops`` at its end.
+def _calibration_state(model: keras.Model) -> list[Any]:
+    """The variables a calibration writes: records, frozen formats, per-layer ``bops``."""
+    state = []
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, HGQuantizer) and layer.is_activation and layer.built:
+            state += [layer.vmin, layer.vmax, layer.keep_negative, layer.int_bits]
+            state.append(layer.calibrated)
+        elif isinstance(layer, HBaseLayer) and layer.built:
+            state.append(layer.bops)
+    return state
 
-    Without it the recorded ranges keep the widest values ever seen, and the
-    training-time EBOPs (and integer bits) would not follow the weights. The logged
-    ``bops`` is the training surrogate of the epoch's last step, summed over layers;
-    it appears in the progress bar and in ``history.history['bops']``.
+
+def _batches(data: Any, bsz: int) -> Iterator[Any]:
+    """``data`` (arrays, or a list/dict of them) in whole batches of ``bsz`` samples."""
+    n = len(keras.tree.flatten(data)[0])
+    size = min(bsz, n)
+    missing = -n % size
+    if missing:  # repeated samples leave every record unchanged; one compiled shape
+        data = keras.tree.map_structure(
+            lambda a: np.concatenate([a, a[np.arange(missing) % n]]), data
+        )
+    for start in range(0, n + missing, size):
+        yield keras.tree.map_structure(lambda a, s=start: a[s : s + size], data)
+
+
+class CalibrationPass:
+    """Records ranges over in-memory data with a predict step compiled once and kept.
+
+    ``compute_bops`` traces a fresh step at every call (the calibration flag is read
+    at trace time); a callback that calibrates every epoch keeps its own step here
+    instead, so it compiles only on its first use, and the model's own predict step
+    is left as it was.
     """
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        check_only_hgq_layers(self.model)
+    def __init__(self) -> None:
+        self.function = None
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        for layer in hgq_layers(self.model):
-            layer.reset_minmax()
+    def run(self, model: keras.Model, data: Any, bsz: int) -> None:
+        saved = model.predict_function
+        model.predict_function = self.function
+        try:
+            with calibrating():
+                for batch in _batches(data, bsz):
+                    model.predict_on_batch(batch)
+            self.function = model.predict_function
+        finally:
+            model.predict_function = saved
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is None:
-            return
-        total = sum(
-            float(layer.bops.numpy())
-            for layer in hgq_layers(self.model)
-            if isinstance(layer, HBaseLayer) and layer.built
+
+def calibrated_ebops(
+    model: keras.Model,
+    data: Any,
+    bsz: int | None = None,
+    calibration: CalibrationPass | None = None,
+) -> tuple[float, CalibrationPass]:
+    """Exact EBOPs of the current weights calibrated on ``data``, leaving no trace.
+
+    What ``compute_bops(model, data, bsz)`` returns, without its checks and table;
+    every variable the calibration writes is put back afterwards. Returns the value
+    and the ``CalibrationPass`` to pass again next time (compiled once).
+    """
+    arrays = [np.asarray(a) for a in keras.tree.flatten(data)]
+    if not arrays or arrays[0].ndim == 0 or len(arrays[0]) == 0:
+        raise ValueError(
+            "CalibratedBOPs needs calibration data as non-empty arrays (numpy, or a "
+            "list/dict of them), e.g. CalibratedBOPs(x_train)."
         )
-        logs["bops"] = total
+    data = keras.tree.map_structure(np.asarray, data)
+    calibration = calibration or CalibrationPass()
+    layers = hgq_layers(model)
+    state = _calibration_state(model)
+    saved = [v.numpy() for v in state]
+    try:
+        for quantizer in _activation_quantizers(model):
+            quantizer.reset_minmax()
+        calibration.run(model, data, int(bsz) if bsz else 16384)
+        for layer in layers:
+            layer.freeze()
+        total = float(sum(layer.compute_exact_bops() for layer in layers))
+    finally:
+        for variable, value in zip(state, saved, strict=True):
+            variable.assign(value)
+    return total, calibration
+
+
+def __getattr__(name: str) -> Any:
+    """The callbacks live in ``HGQ.callbacks``; the original HGQ imported them from here."""
+    if name in ("ResetMinMax", "FreeBOPs", "CalibratedBOPs"):
+        from HGQ import callbacks
+
+        return getattr(callbacks, name)
+    raise AttributeError(f"module 'HGQ.bops' has no attribute {name!r}")

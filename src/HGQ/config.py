@@ -24,7 +24,12 @@ QUANTIZER_KEYS = (
     "regularizer",
     "minmax_record",
     "overflow_mode",
+    "init_mode",
 )
+
+#: How a kernel's fractional bits start: ``init_bw`` everywhere, or ``init_bw``
+#: significant bits for each weight (below its leading bit).
+INIT_MODES = ("fixed", "magnitude")
 
 #: What an activation does with a value outside its calibrated range (ap_fixed's names).
 OVERFLOW_MODES = ("WRAP", "SAT", "SAT_SYM")
@@ -51,6 +56,7 @@ def _guide_kernel_defaults() -> dict[str, Any]:
         trainable=True,
         regularizer=keras.regularizers.L1(1e-6),
         minmax_record=False,
+        init_mode="fixed",
     )
 
 
@@ -123,6 +129,12 @@ def validate_quantizer_config(config: Mapping[str, Any]) -> None:
             f"{list(OVERFLOW_MODES)} (WRAP wraps around like AP_WRAP, SAT clips to the "
             "format's range, SAT_SYM clips symmetrically)."
         )
+    if "init_mode" in config and config["init_mode"] not in INIT_MODES:
+        raise ValueError(
+            f"Unknown init_mode {config['init_mode']!r}. Choose 'fixed' (every weight starts "
+            "with init_bw fractional bits) or 'magnitude' (each weight starts with init_bw "
+            "bits below its leading bit)."
+        )
     if "init_bw" in config and not isinstance(config["init_bw"], (int, float)):
         raise ValueError(f"init_bw must be a number; got {config['init_bw']!r}.")
 
@@ -136,10 +148,25 @@ def _check_kernel_keys(config: Mapping[str, Any]) -> None:
         )
 
 
-def _set_default(kind: str, config: Mapping[str, Any]) -> None:
-    validate_quantizer_config(config)
+def _check_activation_keys(config: Mapping[str, Any]) -> None:
+    """An activation's values are unknown when it is built: no magnitude to start from."""
+    if "init_mode" in config:
+        raise ValueError(
+            "init_mode applies to kernels only (it starts each weight's fractional bits from "
+            "its magnitude); put it in kernel_quantizer_config."
+        )
+
+
+def _check_keys(kind: str, config: Mapping[str, Any]) -> None:
     if kind == "kernel":
         _check_kernel_keys(config)
+    else:
+        _check_activation_keys(config)
+
+
+def _set_default(kind: str, config: Mapping[str, Any]) -> None:
+    validate_quantizer_config(config)
+    _check_keys(kind, config)
     merged = dict(_defaults[kind])
     merged.update(config)
     _defaults[kind] = merged
@@ -178,8 +205,7 @@ def merged_config(kind: str, overrides: Mapping[str, Any] | None) -> dict[str, A
     """The default config of ``kind`` with a partial per-layer dict merged over it."""
     overrides = dict(overrides or {})
     validate_quantizer_config(overrides)
-    if kind == "kernel":
-        _check_kernel_keys(overrides)
+    _check_keys(kind, overrides)
     config = copy.deepcopy(_defaults[kind])
     config.update(overrides)
     return config

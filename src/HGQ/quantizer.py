@@ -244,6 +244,23 @@ class HGQuantizer(keras.layers.Layer):
             self.seed_generator = keras.random.SeedGenerator()
         super().build(shape)
 
+    def start_from_magnitudes(self, values) -> None:
+        """``init_mode='magnitude'``: give each weight ``init_bw`` bits below its leading bit.
+
+        ``f = init_bw - floor(log2|w|) - 1``, so a weight of 0.01 is not rounded to 0
+        (and cut off from training) before it has had a chance to grow; weights sharing
+        a bitwidth take the coarsest of their values (the largest weight gets
+        ``init_bw`` bits). Zero weights keep ``init_bw``. Kept inside ``bw_clip``.
+        """
+        magnitude = ops.abs(ops.convert_to_tensor(values))
+        leading = ops.floor(ops.log2(ops.maximum(magnitude, 1e-30)))
+        init_bw = float(self.config["init_bw"])
+        f = ops.where(magnitude > 0, init_bw - leading - 1.0, init_bw)
+        if self.shared_axes:
+            f = ops.min(f, axis=self.shared_axes, keepdims=True)
+        low, high = self.config["bw_clip"]
+        self.fractional_bits.assign(ops.clip(f, low, high))
+
     def _empty_min_record(self) -> float:
         """The minimum recorded before any value: +inf, or 0 for a non-negative output."""
         return 0.0 if self.non_negative else np.inf

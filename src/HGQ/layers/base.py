@@ -454,6 +454,8 @@ class HKernelLayer(HBaseLayer):
                 constraint=self.bias_constraint,
             )
         self.kernel_quantizer = self.make_kernel_quantizer(kernel_shape)
+        if self.kernel_quantizer.config["init_mode"] == "magnitude":
+            self.kernel_quantizer.start_from_magnitudes(self.kernel)
 
     def output_is_non_negative(self) -> bool:
         return self.activation_name == "relu"
