@@ -5,13 +5,15 @@ Adam, same backend, same data. Prints steady-state seconds per epoch (median),
 first-epoch seconds, their ratios, and the time of compute_bops on all samples.
 
     python bench/train_overhead.py [--epochs 6] [--batches 1024 16384] [--fresh-process]
-                                   [--compilation-cache]
+                                   [--compilation-cache] [--calibrated-bops 20000]
 
 ``--fresh-process`` also times each model's first epoch in a new Python process per
 run (one model per process, as a user's training script runs it), so neither model
 profits from the other's warm-up. ``--compilation-cache`` (JAX) adds the same
 measurement for a re-run of the script with JAX's persistent compilation cache on:
 one untimed run per model fills a fresh cache, then the timed runs read from it.
+``--calibrated-bops N`` adds HGQ runs with ``CalibratedBOPs`` on N samples (exact EBOPs
+every epoch) and prints what that costs per epoch.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import keras
 import numpy as np
 
 from HGQ import HDense, HQuantize
-from HGQ.bops import ResetMinMax, compute_bops
+from HGQ.bops import compute_bops
+from HGQ.callbacks import CalibratedBOPs, ResetMinMax
 
 N_SAMPLES = 200_000
 WIDTHS = (64, 32, 32, 5)
@@ -73,6 +76,18 @@ def time_fit(model: keras.Model, x, y, batch: int, epochs: int, callbacks) -> li
     timer = EpochTimer()
     model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[*callbacks, timer])
     return timer.times
+
+
+def time_calibrated_bops(model: keras.Model, data: np.ndarray, calls: int = 6) -> float:
+    """Median seconds of ``CalibratedBOPs``' epoch-end work after its first (compiling) call."""
+    callback = CalibratedBOPs(data)
+    callback.set_model(model)
+    times = []
+    for epoch in range(calls):
+        start = time.perf_counter()
+        callback.on_epoch_end(epoch, {})
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
 
 
 def make_data() -> tuple[np.ndarray, np.ndarray]:
@@ -147,6 +162,13 @@ def main() -> None:
         action="store_true",
         help="also time first epochs of re-runs with JAX's persistent compilation cache",
     )
+    parser.add_argument(
+        "--calibrated-bops",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time HGQ with CalibratedBOPs on the first N samples (e.g. 20000)",
+    )
     parser.add_argument("--single", choices=["plain", "hgq"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
@@ -161,14 +183,28 @@ def main() -> None:
         f"{'plain 1st':>10} {'hgq 1st':>8} {'ratio':>6}"
     )
     model = None
+    calibrated_lines = []
     for batch in args.batches:
-        plain_runs, hgq_runs = [], []
+        plain_runs, hgq_runs, calibrated_runs = [], [], []
         for _ in range(args.repeats):  # alternate so machine noise hits both alike
             keras.utils.set_random_seed(0)
             plain_runs.append(time_fit(plain_model(), x, y, batch, args.epochs, []))
             keras.utils.set_random_seed(0)
             model = hgq_model()
             hgq_runs.append(time_fit(model, x, y, batch, args.epochs, [ResetMinMax()]))
+            if args.calibrated_bops:
+                keras.utils.set_random_seed(0)
+                callbacks = [ResetMinMax(), CalibratedBOPs(x[: args.calibrated_bops])]
+                calibrated_runs.append(time_fit(hgq_model(), x, y, batch, args.epochs, callbacks))
+        if calibrated_runs:
+            h = statistics.median(t for run in hgq_runs for t in run[1:])
+            c = statistics.median(t for run in calibrated_runs for t in run[1:])
+            alone = time_calibrated_bops(model, x[: args.calibrated_bops])
+            calibrated_lines.append(
+                f"{batch:>6} hgq {h:.3f} s/epoch, + CalibratedBOPs({args.calibrated_bops}) "
+                f"{c:.3f} s/epoch ({100 * (c / h - 1):+.1f}%); the callback alone "
+                f"{alone * 1000:.0f} ms = {100 * alone / h:.1f}% of an epoch"
+            )
         p_steady = statistics.median(t for run in plain_runs for t in run[1:])
         h_steady = statistics.median(t for run in hgq_runs for t in run[1:])
         p_first = statistics.median(run[0] for run in plain_runs)
@@ -177,6 +213,8 @@ def main() -> None:
             f"{batch:>6} {p_steady:>11.3f} {h_steady:>9.3f} {h_steady / p_steady:>6.2f} "
             f"{p_first:>10.2f} {h_first:>8.2f} {h_first / p_first:>6.2f}"
         )
+    for line in calibrated_lines:
+        print(line)
     if args.fresh_process:
         print("first epoch, one model per new process (medians):")
         print_fresh_process_firsts(args.batches, args.repeats, cached=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -152,6 +153,7 @@ def test_beta_controller_moves_beta_towards_the_target():
         controller.on_epoch_end(3, {"loss": 1.0})
 
 
+@pytest.mark.smoke
 def test_calibrated_bops_equals_compute_bops_and_leaves_training_state_alone():
     x, y = data()
     model = compiled(small_model(1e-5))
@@ -260,3 +262,25 @@ def test_the_demo_deploys_the_cheapest_checkpoint_within_one_point_of_the_best()
     ]
     # Best 0.965: within one point are 0.955 (1500) and 0.958 (1400) -> 1400.
     assert pick_deployed(rows) is rows[2]
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9, 12, 14, 16, 20, 25])
+def test_calibrated_bops_equals_compute_bops_on_random_architectures(seed):
+    """Convolutions, pools, fused batch norms, Signatures, sums, tables, several inputs."""
+    import fuzz_models as fm
+
+    case = fm.generate_case(seed)
+    fm.train(case)
+    fm.force_zero_widths(case)
+    x = case.x if len(case.x) > 1 else case.x[0]
+    callback = CalibratedBOPs(x, bsz=50)
+    callback.set_model(case.model)
+    before = [v.numpy().copy() for v in case.model.variables]
+    logs = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. a too-wide table, found by compute_bops
+        callback.on_epoch_end(0, logs)
+        for variable, value in zip(case.model.variables, before, strict=True):
+            np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)
+        exact = compute_bops(case.model, x, bsz=64, verbose=False)
+    assert logs["ebops"] == exact, case.describe()

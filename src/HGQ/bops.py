@@ -8,6 +8,7 @@ the firmware does) and returns the exact EBOPs.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -277,16 +278,14 @@ def compute_bops(
 trace_minmax = compute_bops
 
 
-def _calibration_state(model: keras.Model) -> list[Any]:
-    """The variables a calibration writes: records, frozen formats, per-layer ``bops``."""
-    state = []
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, HGQuantizer) and layer.is_activation and layer.built:
-            state += [layer.vmin, layer.vmax, layer.keep_negative, layer.int_bits]
-            state.append(layer.calibrated)
-        elif isinstance(layer, HBaseLayer) and layer.built:
-            state.append(layer.bops)
-    return state
+def _records(model: keras.Model) -> list[Any]:
+    """The min/max record variables of every activation quantizer."""
+    return [
+        variable
+        for quantizer in _activation_quantizers(model)
+        if quantizer.built
+        for variable in (quantizer.vmin, quantizer.vmax)
+    ]
 
 
 def _batches(data: Any, bsz: int) -> Iterator[Any]:
@@ -300,6 +299,18 @@ def _batches(data: Any, bsz: int) -> Iterator[Any]:
         )
     for start in range(0, n + missing, size):
         yield keras.tree.map_structure(lambda a, s=start: a[s : s + size], data)
+
+
+#: Samples per batch of ``CalibratedBOPs`` when none is given: each batch is a Python
+#: round trip that writes back every variable of the model (tens of them), which costs
+#: more than the computation of a small model on many samples.
+_MAX_DEFAULT_BATCH = 65536
+
+
+def _even_batch_size(n: int) -> int:
+    """The fewest batches of at most ``_MAX_DEFAULT_BATCH``, of equal size (little padding)."""
+    batches = -(-n // _MAX_DEFAULT_BATCH)
+    return -(-n // batches)
 
 
 class CalibrationPass:
@@ -347,17 +358,20 @@ def calibrated_ebops(
     data = keras.tree.map_structure(np.asarray, data)
     calibration = calibration or CalibrationPass()
     layers = hgq_layers(model)
-    state = _calibration_state(model)
-    saved = [v.numpy() for v in state]
+    quantizers = [q for q in _activation_quantizers(model) if q.built]
+    records = _records(model)
+    saved = [v.numpy() for v in records]
     try:
-        for quantizer in _activation_quantizers(model):
+        for quantizer in quantizers:
             quantizer.reset_minmax()
-        calibration.run(model, data, int(bsz) if bsz else 16384)
-        for layer in layers:
-            layer.freeze()
-        total = float(sum(layer.compute_exact_bops() for layer in layers))
+        calibration.run(model, data, int(bsz) if bsz else _even_batch_size(len(arrays[0])))
+        # The formats the records give, read without freezing: only the records change.
+        with contextlib.ExitStack() as formats:
+            for quantizer in quantizers:
+                formats.enter_context(quantizer.assuming_recorded_format())
+            total = float(sum(layer.compute_exact_bops() for layer in layers))
     finally:
-        for variable, value in zip(state, saved, strict=True):
+        for variable, value in zip(records, saved, strict=True):
             variable.assign(value)
     return total, calibration
 

@@ -78,7 +78,8 @@ class CalibratedBOPs(keras.callbacks.Callback):
     calibrated with ``compute_bops`` on the same data, has exactly the logged EBOPs.
 
     ``data``: numpy arrays (or a list/dict of them) shaped like the model's inputs;
-    ``bsz``: samples per calibration batch (None: all of them at once, up to 16384).
+    ``bsz``: samples per calibration batch (None: all of them in one batch, or in equal
+    batches of at most 65,536).
     """
 
     def __init__(self, data: Any, bsz: int | None = None, name: str = "ebops"):

@@ -423,6 +423,24 @@ class HGQuantizer(keras.layers.Layer):
         ``cover_factor`` scales the recorded range first, a margin for values beyond
         those seen in calibration (1 = the range exactly as recorded).
         """
+        k, i = self.int_bits_from_record(cover_factor)
+        self.keep_negative.assign(k[None].astype("float32"))
+        self.int_bits.assign(i[None].astype("float32"))
+        self.calibrated.assign(1.0)
+
+    @contextlib.contextmanager
+    def assuming_recorded_format(self) -> Iterator[None]:
+        """Inside, ``exact_format`` answers from the record as ``freeze_int_bits`` would,
+        without writing any variable (``CalibratedBOPs``: nothing to restore after)."""
+        k, i = self.int_bits_from_record()
+        object.__setattr__(self, "_assumed_format", (k, i, self.rounded_fractional_bits()))
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_assumed_format", None)
+
+    def int_bits_from_record(self, cover_factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """``(k, i)`` per element that hold the recorded range scaled by ``cover_factor``."""
         vmin = self.vmin.numpy()[0]
         vmax = self.vmax.numpy()[0]
         if np.any(vmax == -np.inf):  # the maximum starts at -inf; any value lifts it
@@ -435,20 +453,20 @@ class HGQuantizer(keras.layers.Layer):
                 "non-finite values on the calibration data (weights that are NaN, or an "
                 "overflow earlier in the model). Check the model's outputs on that data."
             )
-        k, i = exact_int_bits(
+        return exact_int_bits(
             vmin * np.float64(cover_factor),
             vmax * np.float64(cover_factor),
             self.rounded_fractional_bits(),
         )
-        self.keep_negative.assign(k[None].astype("float32"))
-        self.int_bits.assign(i[None].astype("float32"))
-        self.calibrated.assign(1.0)
 
     def is_calibrated(self) -> bool:
         return bool(self.is_activation and float(self.calibrated.numpy()) > 0)
 
     def exact_format(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-element ``(k, i, f)`` int arrays of a calibrated activation quantizer."""
+        assumed = getattr(self, "_assumed_format", None)
+        if assumed is not None:
+            return tuple(a.copy() for a in assumed)
         if not self.is_calibrated():
             raise RuntimeError(
                 f"{self.path} is not calibrated: call HGQ.bops.compute_bops(model, X) first."
