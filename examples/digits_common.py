@@ -1,9 +1,11 @@
-"""What the digits examples share: the data, accuracy, and the deployment check."""
+"""What the digits examples share: the data, accuracy, the front, and the deployment check."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -15,6 +17,7 @@ import keras
 
 # isort: on
 from HGQ.bops import ResetMinMax, compute_bops
+from HGQ.callbacks import ParetoFront
 from HGQ.hls4ml_hook import convert_from_hgq_model, precision_table
 
 
@@ -42,6 +45,64 @@ def verify_deployment(model: keras.Model, x_test: np.ndarray, output_dir: str) -
         got = np.asarray(model_hls.predict(np.ascontiguousarray(x))).reshape(expected.shape)
         equal = int(np.sum(got == expected))
         print(f"bit-exact: {equal}/{expected.size} outputs ({label})")
+
+
+def train_float_reference(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int
+) -> keras.Model:
+    """The same network in float, trained the same way, quietly."""
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+    return model
+
+
+def front_rows(
+    front: ParetoFront, x_calibration: np.ndarray, x_test: np.ndarray, y_test: np.ndarray
+) -> list[dict[str, Any]]:
+    """Each kept checkpoint reloaded, calibrated as ``CalibratedBOPs`` did, and tested."""
+    rows = []
+    for record in front.front:
+        model = keras.models.load_model(record["path"])
+        ebops = compute_bops(model, x_calibration, bsz=1024, verbose=False)
+        if ebops != record["ebops"]:
+            raise RuntimeError(f"{record['path']}: {ebops} EBOPs, {record['ebops']} recorded")
+        rows.append(dict(record, test_accuracy=accuracy(model, x_test, y_test), model=model))
+    return sorted(rows, key=lambda row: row["ebops"])
+
+
+def pick_deployed(rows: list[dict[str, Any]], tolerance: float = 0.01) -> dict[str, Any]:
+    """The cheapest checkpoint within ``tolerance`` of the best validation accuracy."""
+    best = max(row["val_accuracy"] for row in rows)
+    good_enough = [row for row in rows if row["val_accuracy"] >= best - tolerance]
+    return min(good_enough, key=lambda row: row["ebops"])
+
+
+def print_front(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> None:
+    print(f"{'epoch':>6} {'val accuracy':>13} {'EBOPs':>9} {'test accuracy':>14}")
+    for row in rows:
+        mark = "  <- deployed" if row is chosen else ""
+        print(
+            f"{row['epoch']:>6} {row['val_accuracy']:>13.4f} {row['ebops']:>9,.0f} "
+            f"{row['test_accuracy']:>14.4f}{mark}"
+        )
+
+
+def write_figures(front: ParetoFront, chosen: dict[str, Any], output_dir: str) -> None:
+    """The front and the chosen model's bitwidth maps as PNGs, where matplotlib is installed."""
+    try:
+        from HGQ import plot
+    except ImportError as error:
+        print(f"(no figures: {error})")
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    for name, figure in (
+        ("front.png", plot.front(front)),
+        ("bitwidths.png", plot.bitwidths(chosen["model"])),
+    ):
+        path = os.path.join(output_dir, name)
+        figure.savefig(path, dpi=120)
+        print(f"wrote {path}")
 
 
 def float_ebops(model: keras.Model, bits: int = 32) -> float:

@@ -164,8 +164,9 @@ def _has_kernel(layer: Any) -> bool:
 
 def _show_map(fig: Figure, ax: Axes, values: np.ndarray, title: str) -> None:
     """Draw one integer bitwidth map with its own colorbar (ranges differ per layer)."""
+    grid = _as_2d(values)
     image = ax.imshow(
-        _as_2d(values),
+        grid,
         aspect="auto",
         interpolation="nearest",
         cmap="viridis",
@@ -176,6 +177,8 @@ def _show_map(fig: Figure, ax: Axes, values: np.ndarray, title: str) -> None:
     # Pixels are elements: ticks at half-indices would suggest positions that do not exist.
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if grid.shape[0] == 1:  # a vector: one row, no row index to read
+        ax.set_yticks([])
     colorbar = fig.colorbar(image, ax=ax)
     colorbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
