@@ -16,6 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from HGQ.config import is_finite_number
 from HGQ.full_precision import tensorflow_tf32_warning
 from HGQ.layers.activation import exceeding_table_widths
 from HGQ.layers.base import HBaseLayer, QLayerBase
@@ -197,12 +198,7 @@ def _format_table(rows: list[tuple[str, str, str, float]], total: float) -> str:
 
 
 def _check_cover_factor(cover_factor: Any) -> float:
-    if (
-        isinstance(cover_factor, bool)
-        or not isinstance(cover_factor, (int, float, np.integer, np.floating))
-        or not np.isfinite(cover_factor)
-        or cover_factor < 1
-    ):
+    if not is_finite_number(cover_factor) or cover_factor < 1:
         raise ValueError(
             f"compute_bops: cover_factor must be a finite number >= 1 (the factor every "
             f"recorded range is widened by; 1 keeps it as recorded), got {cover_factor!r}."

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 
 QUANTIZER_KEYS = (
     "init_bw",
@@ -79,6 +80,15 @@ _defaults: dict[str, dict[str, Any]] = {
     "kernel": _guide_kernel_defaults(),
     "pre_activation": _guide_pre_activation_defaults(),
 }
+
+
+def is_finite_number(value: Any) -> bool:
+    """A real, finite number (bool excluded): what numeric arguments like β accept."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and bool(np.isfinite(value))
+    )
 
 
 def validate_quantizer_config(config: Mapping[str, Any]) -> None:

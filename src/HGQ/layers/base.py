@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from HGQ.config import merged_config
+from HGQ.config import is_finite_number, merged_config
 from HGQ.fixed_point import pow2, round_half_up, round_to_grid_host
 from HGQ.full_precision import float32_dtype_policy
 from HGQ.layers._lineage import producer_of, remember
@@ -59,12 +59,7 @@ def _distinct_from(inputs: Any, outputs: Any) -> Any:
 
 def check_bops_reg_factor(value: Any, owner: str) -> float:
     """β as a float, or a ValueError naming ``owner`` and what β must be."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not np.isfinite(value)
-        or value < 0
-    ):
+    if not is_finite_number(value) or value < 0:
         raise ValueError(
             f"{owner}: bops_reg_factor (β) must be a finite number >= 0, the weight of the "
             f"layer's EBOPs in the loss (e.g. 1e-5; 0 turns the penalty off), got {value!r}."
