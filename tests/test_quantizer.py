@@ -294,3 +294,35 @@ def test_sum_over_shared_axes_equals_plain_sum(shape, axes):
     expected = values.sum(axis=axes, keepdims=True)
     got = ops.convert_to_numpy(_sum_to_shape(ops.convert_to_tensor(values), axes, expected.shape))
     np.testing.assert_array_equal(got, expected)
+
+
+def test_magnitude_init_gives_each_weight_init_bw_significant_bits():
+    from HGQ import HDense
+
+    kernel = np.array([[1.5], [0.375], [0.0], [-0.01]], "float32")
+    layer = HDense(
+        1,
+        use_bias=False,
+        kernel_initializer=keras.initializers.Constant(kernel),
+        kernel_quantizer_config={"init_mode": "magnitude", "init_bw": 2},
+    )
+    layer.build((None, 4))
+    # Hand-worked f = init_bw - floor(log2|w|) - 1: 1.5 -> 1, 0.375 -> 3, 0 keeps
+    # init_bw, 0.01 (2^-7 <= 0.01 < 2^-6) -> 8.
+    np.testing.assert_array_equal(
+        layer.kernel_quantizer.fractional_bits.numpy(), [[1], [3], [2], [8]]
+    )
+    # Deployed: 1.5 (0b11), 0.375 (0b11 * 2^-3), 0, -0.01 -> -3 * 2^-8: two bits each.
+    np.testing.assert_array_equal(layer.deployed_kernel(), [[1.5], [0.375], [0.0], [-3 / 256]])
+    fixed = HDense(1, kernel_initializer=keras.initializers.Constant(kernel))
+    fixed.build((None, 4))
+    np.testing.assert_array_equal(fixed.kernel_quantizer.fractional_bits.numpy(), [[2]] * 4)
+
+
+def test_init_mode_is_refused_for_activations_and_unknown_values():
+    from HGQ import HDense
+
+    with pytest.raises(ValueError, match="kernel_quantizer_config"):
+        HDense(1, pre_activation_quantizer_config={"init_mode": "magnitude"})
+    with pytest.raises(ValueError, match="init_mode"):
+        HDense(1, kernel_quantizer_config={"init_mode": "largest"})
