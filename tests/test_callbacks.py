@@ -284,3 +284,18 @@ def test_calibrated_bops_equals_compute_bops_on_random_architectures(seed):
             np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)
         exact = compute_bops(case.model, x, bsz=64, verbose=False)
     assert logs["ebops"] == exact, case.describe()
+
+
+def test_beta_controller_raises_beta_while_training_above_the_budget():
+    x, y = data()
+    model = compiled(small_model(1e-6))
+    history = model.fit(
+        x,
+        y,
+        epochs=4,
+        verbose=0,
+        callbacks=[ResetMinMax(), CalibratedBOPs(x), BetaController(target=1.0, step=2.0)],
+    )
+    assert all(e > 1.0 for e in history.history["ebops"])
+    np.testing.assert_allclose(history.history["beta"], [2e-6, 4e-6, 8e-6, 1.6e-5], rtol=1e-6)
+    assert model.get_layer("d1").bops_reg_factor == pytest.approx(1.6e-5)
