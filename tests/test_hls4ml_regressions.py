@@ -235,3 +235,30 @@ def test_permute_then_flatten_then_dense(tmp_path):
         model_hls = hs.convert_compiled(model, x, tmp_path)
     for data in (x, [8 * a for a in x]):
         assert hs.mismatches(model, model_hls, data) == (0, 2 * 7 * 256)
+
+
+def test_symmetric_saturation_of_the_most_negative_input(tmp_path):
+    """SAT_SYM clips a signed format to [-max, max]: fixed<4,2> keeps -2 out, so an input
+    of -2 (from a fixed<2,2> quantizer) becomes -1.75. HGQ's narrowing took the
+    quantizer for lossless because -2 fits fixed<4,2> under WRAP or SAT, and hls4ml
+    passed -2 through (fuzz seed 1215: 485 of 2,560 outputs far outside the calibrated
+    range). Fix: the narrowing uses the symmetric lower bound for SAT_SYM."""
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            HQuantize(name="q"),  # one format for all: fixed<2,2> once calibrated
+            HActivation(
+                "linear",
+                name="sym",
+                pre_activation_quantizer_config={"overflow_mode": "SAT_SYM"},
+            ),
+        ]
+    )
+    x = np.random.default_rng(12).integers(-2, 2, size=(256, 8)).astype("float32")
+    model.predict(x, verbose=0)
+    set_fractional_bits(model.get_layer("q"), 0)
+    set_fractional_bits(model.get_layer("sym"), 2)
+    assert_exact(model, x, tmp_path)
+    k, i, f = model.get_layer("sym").pre_activation_quantizer.exact_format()
+    assert (k == 1).all() and (i == 1).all() and (f == 2).all()  # fixed<4,2>
+    assert model.predict(np.full((1, 8), -2.0, "float32"), verbose=0).min() == -1.75
