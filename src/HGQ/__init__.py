@@ -11,6 +11,8 @@ from HGQ._backend import select_backend
 
 select_backend()
 
+from HGQ.bops import compute_bops, trace_minmax  # noqa: E402
+from HGQ.callbacks import CalibratedBOPs, FreeBOPs, ResetMinMax  # noqa: E402
 from HGQ.config import (  # noqa: E402
     get_default_kernel_quantizer_config,
     get_default_pre_activation_quantizer_config,
@@ -54,6 +56,8 @@ if sys.modules.get("hls4ml") is not None:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CalibratedBOPs",
+    "FreeBOPs",
     "HActivation",
     "HAdd",
     "HBaseLayer",
@@ -79,10 +83,13 @@ __all__ = [
     "PMaxPooling2D",
     "PPermute",
     "PReshape",
+    "ResetMinMax",
     "Signature",
+    "compute_bops",
     "get_default_kernel_quantizer_config",
     "get_default_pre_activation_quantizer_config",
     "reset_default_quantizer_configs",
     "set_default_kernel_quantizer_config",
     "set_default_pre_activation_quantizer_config",
+    "trace_minmax",
 ]

@@ -67,6 +67,31 @@ def check_bops_reg_factor(value: Any, owner: str) -> float:
     return float(value)
 
 
+#: Keywords of the original HGQ 0.2 and the names they stand for here.
+ORIGINAL_HGQ_KEYWORDS = {
+    "beta": "bops_reg_factor",
+    "kq_conf": "kernel_quantizer_config",
+    "paq_conf": "pre_activation_quantizer_config",
+}
+
+
+def take_original_keyword(kwargs: dict[str, Any], name: str, value: Any, default: Any) -> Any:
+    """``value``, or the original HGQ's alias of ``name`` popped from ``kwargs``.
+
+    Code written for HGQ 0.2 passes ``beta=``, ``kq_conf=`` and ``paq_conf=``; they mean
+    ``bops_reg_factor``, ``kernel_quantizer_config`` and ``pre_activation_quantizer_config``.
+    """
+    alias = next(a for a, n in ORIGINAL_HGQ_KEYWORDS.items() if n == name)
+    if alias not in kwargs:
+        return value
+    aliased = kwargs.pop(alias)
+    if value is not default and value != default:
+        raise ValueError(
+            f"Both {alias}= (the original HGQ's name) and {name}= were given; pass only {name}=."
+        )
+    return aliased
+
+
 class QLayerBase(keras.layers.Layer):
     """Root of all HGQ layers: input lineage and the output bitwidth map interface."""
 
@@ -74,7 +99,11 @@ class QLayerBase(keras.layers.Layer):
     requires_input_bitwidth: ClassVar[bool] = True
 
     def __init__(self, bops_reg_factor: float = 0.0, **kwargs):
-        """``dtype`` may only be None or float32: see ``float32_dtype_policy``."""
+        """``dtype`` may only be None or float32: see ``float32_dtype_policy``.
+
+        ``beta=`` (the original HGQ's name) is ``bops_reg_factor``.
+        """
+        bops_reg_factor = take_original_keyword(kwargs, "bops_reg_factor", bops_reg_factor, 0.0)
         _normalise_input_shape(kwargs)
         name = kwargs.get("name")
         owner = type(self).__name__ + (f" '{name}'" if name else "")
@@ -231,6 +260,13 @@ class HBaseLayer(QLayerBase):
         bops_reg_factor: float = 0.0,
         **kwargs,
     ):
+        """``kq_conf=``/``paq_conf=`` (the original HGQ's names) are the two configs."""
+        kernel_quantizer_config = take_original_keyword(
+            kwargs, "kernel_quantizer_config", kernel_quantizer_config, None
+        )
+        pre_activation_quantizer_config = take_original_keyword(
+            kwargs, "pre_activation_quantizer_config", pre_activation_quantizer_config, None
+        )
         super().__init__(bops_reg_factor=bops_reg_factor, **kwargs)
         self.kernel_quantizer_config = merged_config(
             "kernel", deserialize_quantizer_config(kernel_quantizer_config)
@@ -529,4 +565,5 @@ class PLayerBase(QLayerBase):
 
     def __init__(self, **kwargs):
         kwargs.pop("bops_reg_factor", None)
+        kwargs.pop("beta", None)
         super().__init__(**kwargs)

@@ -6,7 +6,7 @@ from typing import Any
 
 import keras
 
-from HGQ.layers.base import HBaseLayer
+from HGQ.layers.base import HBaseLayer, take_original_keyword
 
 HETEROGENEOUS_INPUT_TAG = "inp_q"
 
@@ -25,7 +25,11 @@ class HQuantize(HBaseLayer):
     output_absorbs_rounding = False
 
     def __init__(self, pre_activation_quantizer_config: dict[str, Any] | None = None, **kwargs):
+        pre_activation_quantizer_config = take_original_keyword(
+            kwargs, "pre_activation_quantizer_config", pre_activation_quantizer_config, None
+        )
         kwargs.pop("kernel_quantizer_config", None)
+        kwargs.pop("kq_conf", None)
         user_config = dict(pre_activation_quantizer_config or {})
         super().__init__(pre_activation_quantizer_config=user_config, **kwargs)
         if "skip_dims" not in user_config:
