@@ -29,13 +29,12 @@ import HGQ  # noqa: F401  (selects the Keras backend: must precede keras)
 import keras
 
 # isort: on
-import numpy as np
 from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 
 from digits_cnn import hgq_cnn  # noqa: E402
-from digits_common import load_data  # noqa: E402
+from digits_common import accuracy, front_rows, load_data  # noqa: E402
 from digits_mlp import hgq_mlp  # noqa: E402
 
 from HGQ import (  # noqa: E402
@@ -81,10 +80,6 @@ def build(model_name: str, beta: float, kernel_init: str) -> keras.Model:
     return model
 
 
-def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(model.predict(x, verbose=0, batch_size=1024), 1) == y))
-
-
 def fixed_beta_point(model_name, beta, epochs, kernel_init, data, seed) -> dict:
     x_train, x_test, y_train, y_test = data
     keras.utils.set_random_seed(seed)
@@ -122,13 +117,10 @@ def scheduled_front(model_name, schedule, epochs, kernel_init, data, seed, direc
         verbose=0,
         callbacks=[ResetMinMax(), BetaScheduler(schedule), CalibratedBOPs(x_fit), front],
     )
-    rows = []
-    for record in front.front:
-        kept = keras.models.load_model(record["path"])
-        ebops = compute_bops(kept, x_fit, bsz=1024, verbose=False)
-        assert ebops == record["ebops"], (ebops, record)  # the callback's promise
-        rows.append(dict(record, test_accuracy=accuracy(kept, x_test, y_test)))
-    return sorted(rows, key=lambda r: r["ebops"])
+    # front_rows reloads each checkpoint, recalibrates it (raising unless it gives the
+    # recorded EBOPs, the callback's promise) and tests it.
+    rows = front_rows(front, x_fit, x_test, y_test)
+    return [{key: value for key, value in row.items() if key != "model"} for row in rows]
 
 
 def best_under(rows: list[dict], budget: float, chosen_by: str) -> dict | None:

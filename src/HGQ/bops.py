@@ -171,15 +171,14 @@ def _whole_batches(data: Any, bsz: int | None) -> Any:
     A short last batch has another shape, so the calibration pass would be compiled
     twice; repeated samples leave every min/max record unchanged.
     """
-    arrays = data if isinstance(data, (list, tuple)) else [data]
-    if not bsz or not all(isinstance(a, np.ndarray) for a in arrays):
+    arrays = keras.tree.flatten(data)
+    if not bsz or not arrays or not all(isinstance(a, np.ndarray) for a in arrays):
         return data
     n = len(arrays[0])
     missing = -n % bsz
     if n <= bsz or missing == 0:
         return data
-    padded = [np.concatenate([a, a[np.arange(missing) % n]]) for a in arrays]
-    return padded if isinstance(data, (list, tuple)) else padded[0]
+    return keras.tree.map_structure(lambda a: np.concatenate([a, a[np.arange(missing) % n]]), data)
 
 
 def _format_table(rows: list[tuple[str, str, str, float]], total: float) -> str:
@@ -286,14 +285,9 @@ def _records(model: keras.Model) -> list[Any]:
 
 def _batches(data: Any, bsz: int) -> Iterator[Any]:
     """``data`` (arrays, or a list/dict of them) in whole batches of ``bsz`` samples."""
-    n = len(keras.tree.flatten(data)[0])
-    size = min(bsz, n)
-    missing = -n % size
-    if missing:  # repeated samples leave every record unchanged; one compiled shape
-        data = keras.tree.map_structure(
-            lambda a: np.concatenate([a, a[np.arange(missing) % n]]), data
-        )
-    for start in range(0, n + missing, size):
+    size = min(bsz, len(keras.tree.flatten(data)[0]))
+    data = _whole_batches(data, size)
+    for start in range(0, len(keras.tree.flatten(data)[0]), size):
         yield keras.tree.map_structure(lambda a, s=start: a[s : s + size], data)
 
 

@@ -34,13 +34,24 @@ def _surrogate_total(model: keras.Model) -> float:
     )
 
 
-class ResetMinMax(keras.callbacks.Callback):
+class FreeBOPs(keras.callbacks.Callback):
+    """Log the training-time EBOPs (``bops``) at each epoch's end, resetting nothing.
+
+    The name of the original HGQ. ``bops`` is the training surrogate of the epoch's
+    last step, summed over layers; it appears in the progress bar and in
+    ``history.history['bops']``.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["bops"] = _surrogate_total(self.model)
+
+
+class ResetMinMax(FreeBOPs):
     """Reset every min/max record at the start of each epoch; log ``bops`` at its end.
 
     Without it the recorded ranges keep the widest values ever seen, and the
-    training-time EBOPs (and integer bits) would not follow the weights. The logged
-    ``bops`` is the training surrogate of the epoch's last step, summed over layers;
-    it appears in the progress bar and in ``history.history['bops']``.
+    training-time EBOPs (and integer bits) would not follow the weights.
     """
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -49,22 +60,6 @@ class ResetMinMax(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         for layer in hgq_layers(self.model):
             layer.reset_minmax()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is not None:
-            logs["bops"] = _surrogate_total(self.model)
-
-
-class FreeBOPs(keras.callbacks.Callback):
-    """Log the training-time EBOPs (``bops``) at each epoch's end, resetting nothing.
-
-    The name of the original HGQ; ``ResetMinMax`` logs the same value and also resets
-    the records every epoch, which is what training normally wants.
-    """
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is not None:
-            logs["bops"] = _surrogate_total(self.model)
 
 
 class CalibratedBOPs(keras.callbacks.Callback):
