@@ -116,13 +116,14 @@ def test_compute_bops_prints_a_per_layer_table(rng, capsys):
 
 def test_partial_last_batch_padding_does_not_change_calibration(rng):
     """compute_bops pads the last batch with repeated samples (one compile, not two)."""
-    from HGQ.bops import _whole_batches
+    from HGQ.calibration_data import pad_to
 
     x = rng.normal(size=(200, 6)).astype("float32")
-    padded = _whole_batches(x, 64)
-    assert padded.shape == (256, 6)
-    np.testing.assert_array_equal(padded[:200], x)
-    assert {tuple(r) for r in padded[200:].tolist()} <= {tuple(r) for r in x.tolist()}
+    last = x[192:]
+    padded = pad_to(last, 64)
+    assert padded.shape == (64, 6)
+    np.testing.assert_array_equal(padded[:8], last)
+    assert {tuple(r) for r in padded[8:].tolist()} == {tuple(r) for r in last.tolist()}
 
     def calibrated(bsz):
         keras.utils.set_random_seed(3)

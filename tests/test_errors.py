@@ -132,7 +132,7 @@ def test_failure_inside_calibration_restores_every_variable(rng, monkeypatch):
             q.pre_activation_quantizer.vmax.assign(np.full((1,) + q.output.shape[1:], 9.0))
         raise RuntimeError("device lost")
 
-    monkeypatch.setattr(model, "predict", broken_predict)
+    monkeypatch.setattr(model, "predict_on_batch", broken_predict)
     with pytest.raises(RuntimeError, match="device lost"):
         compute_bops(model, rng.normal(size=(16, 3)).astype("float32"), verbose=False)
     for a, b in zip(before, _state(model), strict=True):

@@ -48,6 +48,7 @@ from HGQ.layers import (  # noqa: E402
     Signature,
 )
 from HGQ.quantizer import HGQuantizer  # noqa: E402
+from HGQ.summary import EBOPs, LayerCost, summary  # noqa: E402
 
 # hls4ml already imported: make its converter know HGQ's layers now.
 if sys.modules.get("hls4ml") is not None:
@@ -57,6 +58,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CalibratedBOPs",
+    "EBOPs",
     "FreeBOPs",
     "HActivation",
     "HAdd",
@@ -69,6 +71,7 @@ __all__ = [
     "HDenseBatchNorm",
     "HGQuantizer",
     "HQuantize",
+    "LayerCost",
     "PAveragePooling1D",
     "PAveragePooling2D",
     "PAvgPool1D",
@@ -91,5 +94,6 @@ __all__ = [
     "reset_default_quantizer_configs",
     "set_default_kernel_quantizer_config",
     "set_default_pre_activation_quantizer_config",
+    "summary",
     "trace_minmax",
 ]

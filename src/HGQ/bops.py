@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import keras
 import numpy as np
 
+from HGQ.calibration_data import check_batch_size, input_batches, pad_to, pair_with_inputs
 from HGQ.config import is_finite_number
 from HGQ.full_precision import tensorflow_tf32_warning
 from HGQ.layers.activation import exceeding_table_widths
@@ -23,6 +24,7 @@ from HGQ.layers.base import HBaseLayer, QLayerBase
 from HGQ.layers.replacements import check_only_hgq_layers
 from HGQ.layers.signature import Signature
 from HGQ.quantizer import HGQuantizer, calibrating
+from HGQ.summary import EBOPs, layer_costs
 
 
 def hgq_layers(model: keras.Model) -> list[QLayerBase]:
@@ -42,22 +44,15 @@ def _activation_quantizers(model: keras.Model) -> list[HGQuantizer]:
     ]
 
 
-def _check_calibration_data(data: Any) -> None:
-    arrays = (
-        [np.asarray(a) for a in keras.tree.flatten(data)] if not hasattr(data, "__next__") else []
-    )
-    if not arrays:
-        raise ValueError(
-            "compute_bops needs calibration data as arrays (numpy, tensors, or a "
-            "list/dict of them), e.g. compute_bops(model, X_train, bsz=1024)."
-        )
+def _check_batch_values(batch: Any) -> None:
+    arrays = keras.tree.flatten(batch)
     for array in arrays:
-        if array.ndim == 0 or array.shape[0] == 0:
+        if array.ndim == 0:
             raise ValueError(
-                "compute_bops got an empty calibration set: pass the training data "
-                "(or a representative part of it) so every activation's range is seen."
+                "compute_bops: a calibration batch holds a scalar; the data must have a "
+                "leading sample axis (e.g. shape (n_samples, n_features))."
             )
-        if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
+        if not np.all(np.isfinite(array)):
             bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
             raise ValueError(
                 f"compute_bops got {bad} NaN/inf value(s) in the calibration data; "
@@ -86,51 +81,32 @@ def _snapshot(model: keras.Model) -> list[tuple[Any, np.ndarray]]:
     return [(v, v.numpy()) for v in model.variables]
 
 
-def _check_input_shapes(model: keras.Model, data: Any) -> None:
-    inputs = getattr(model, "inputs", None)
-    if not inputs or hasattr(data, "__next__"):
-        return
-    arrays = keras.tree.flatten(data)
-    if len(arrays) != len(inputs):
-        return  # let Keras report structural mismatches
-    for array, tensor in zip(arrays, inputs, strict=True):
+def _check_input_shapes(model: keras.Model, batch: Any) -> None:
+    for tensor, array in pair_with_inputs(model, batch):
         expected = tuple(tensor.shape[1:])
         got = tuple(np.shape(array)[1:])
         if len(expected) != len(got) or any(
             e is not None and e != g for e, g in zip(expected, got, strict=True)
         ):
             raise ValueError(
-                f"compute_bops: calibration data has sample shape {got}, but model "
-                f"'{model.name}' expects {expected}. Pass data shaped like the training inputs."
+                f"compute_bops: calibration data for input '{tensor.name}' has sample "
+                f"shape {got}, but model '{model.name}' expects {expected}. Pass data "
+                "shaped like the training inputs."
             )
 
 
-def _signature_inputs(model: keras.Model, data: Any) -> list[tuple[Signature, np.ndarray]]:
-    """Each ``Signature`` fed directly by a model input, with that input's data.
+def _fed_signatures(model: keras.Model) -> list[tuple[Signature, set[int]]]:
+    """Each ``Signature`` of the model with the ids of the model inputs that feed it.
 
     Only functional and Sequential models say which input feeds which layer; in a
     subclassed model the Signatures are not found, and nothing is checked.
     """
-    inputs = getattr(model, "inputs", None)
-    if not inputs:
-        return []
-    if isinstance(data, dict):  # Keras matches dict keys to input names
-        pairs = [(t, data[t.name]) for t in inputs if t.name in data]
-    else:
-        arrays = keras.tree.flatten(data)
-        if len(arrays) != len(inputs):
-            return []
-        pairs = list(zip(inputs, arrays, strict=True))
-    by_input = {id(tensor): array for tensor, array in pairs}
     found = []
     for layer in hgq_layers(model):
-        if not isinstance(layer, Signature):
-            continue
-        # A Sequential model rebuilt after `add` calls its layers again: any node counts.
-        fed = [id(tensor) for node in layer._inbound_nodes for tensor in node.input_tensors]
-        array = next((by_input[i] for i in fed if i in by_input), None)
-        if array is not None:
-            found.append((layer, np.asarray(array, dtype=np.float32)))
+        if isinstance(layer, Signature):
+            # A Sequential model rebuilt after `add` calls its layers again: any node counts.
+            fed = {id(t) for node in layer._inbound_nodes for t in node.input_tensors}
+            found.append((layer, fed))
     return found
 
 
@@ -139,61 +115,51 @@ def _shortest(value: np.float32) -> str:
     return np.format_float_positional(value, unique=True, trim="-")
 
 
-def _nonconforming_signature_warnings(model: keras.Model, data: Any) -> list[str]:
-    """Why calibration data does not fit a ``Signature``'s declared format, per layer.
+class _SignatureConformity:
+    """Counts, over the calibration batches, values that do not fit a ``Signature``.
 
     A Signature stands for an ``ap_fixed`` input port: values off its grid are
     truncated and values out of its range wrap, in Keras as in firmware. The model is
     then calibrated (and later fed) on other values than the user believes, which
     usually means the data was not quantized to the declared format.
     """
-    messages = []
-    for layer, x in _signature_inputs(model, data):
-        stored = keras.ops.convert_to_numpy(layer.call(keras.ops.convert_to_tensor(x)))
-        changed = np.asarray(stored, dtype=np.float32) != x
-        count = int(np.count_nonzero(changed))
-        if count:
-            index = np.unravel_index(np.argmax(changed), x.shape)
-            example = f"{_shortest(x[index])} is stored as {_shortest(stored[index])}"
-            messages.append(
-                f"compute_bops: {count} of {x.size} calibration values fed to Signature "
-                f"'{layer.name}' do not fit its declared format (keep_negative, bits, "
-                f"int_bits), so the input port truncates or wraps them (e.g. {example}). "
-                "Quantize the data to that format before calibrating and deploying, or "
-                "declare a format that holds it."
-            )
-    return messages
 
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.signatures = _fed_signatures(model)
+        self.counts = {id(layer): [0, 0, ""] for layer, _ in self.signatures}
 
-def _whole_batches(data: Any, bsz: int | None) -> Any:
-    """Pad numpy data to a multiple of ``bsz`` by repeating its first samples.
+    def add(self, batch: Any) -> None:
+        if not self.signatures:
+            return
+        by_input = {id(tensor): array for tensor, array in pair_with_inputs(self.model, batch)}
+        for layer, fed in self.signatures:
+            x = next((by_input[i] for i in fed if i in by_input), None)
+            if x is None:
+                continue
+            stored = keras.ops.convert_to_numpy(layer.call(keras.ops.convert_to_tensor(x)))
+            changed = np.asarray(stored, dtype=np.float32) != x
+            count = self.counts[id(layer)]
+            count[1] += x.size
+            if np.any(changed):
+                if not count[0]:
+                    index = np.unravel_index(np.argmax(changed), x.shape)
+                    count[2] = f"{_shortest(x[index])} is stored as {_shortest(stored[index])}"
+                count[0] += int(np.count_nonzero(changed))
 
-    A short last batch has another shape, so the calibration pass would be compiled
-    twice; repeated samples leave every min/max record unchanged.
-    """
-    arrays = keras.tree.flatten(data)
-    if not bsz or not arrays or not all(isinstance(a, np.ndarray) for a in arrays):
-        return data
-    n = len(arrays[0])
-    missing = -n % bsz
-    if n <= bsz or missing == 0:
-        return data
-    return keras.tree.map_structure(lambda a: np.concatenate([a, a[np.arange(missing) % n]]), data)
-
-
-def _format_table(rows: list[tuple[str, str, str, float]], total: float) -> str:
-    header = ("layer", "type", "output bits (mean/max)", "EBOPs")
-    widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(3)]
-    lines = [
-        f"{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]:<{widths[2]}}  "
-        f"{header[3]:>12}"
-    ]
-    for name, kind, bits, bops in rows:
-        lines.append(
-            f"{name:<{widths[0]}}  {kind:<{widths[1]}}  {bits:<{widths[2]}}  {bops:>12,.0f}"
-        )
-    lines.append(f"{'total':<{sum(widths) + 4}}  {total:>12,.0f}")
-    return "\n".join(lines)
+    def warnings(self) -> list[str]:
+        messages = []
+        for layer, _ in self.signatures:
+            changed, total, example = self.counts[id(layer)]
+            if changed:
+                messages.append(
+                    f"compute_bops: {changed} of {total} calibration values fed to Signature "
+                    f"'{layer.name}' do not fit its declared format (keep_negative, bits, "
+                    f"int_bits), so the input port truncates or wraps them (e.g. {example}). "
+                    "Quantize the data to that format before calibrating and deploying, or "
+                    "declare a format that holds it."
+                )
+        return messages
 
 
 def _check_cover_factor(cover_factor: Any) -> float:
@@ -205,24 +171,44 @@ def _check_cover_factor(cover_factor: Any) -> float:
     return float(cover_factor)
 
 
+def uncalibrated_layers(layers: list[QLayerBase]) -> list[str]:
+    """Names of the layers in ``layers`` whose output formats are not yet fixed."""
+    return [
+        layer.name
+        for layer in layers
+        if isinstance(layer, HBaseLayer) and not layer.pre_activation_quantizer.is_calibrated()
+    ]
+
+
 def compute_bops(
     model: keras.Model,
     X: Any,
     bsz: int | None = None,
     verbose: bool = True,
     cover_factor: float = 1.0,
-) -> float:
+    reset: bool = True,
+) -> EBOPs:
     """Calibrate integer bits on ``X`` and return the model's exact EBOPs.
 
-    Resets every min/max record, runs ``X`` through the model in inference mode
-    (batches of ``bsz``) while recording, widens each recorded range by
-    ``cover_factor`` (a margin for inputs beyond the calibration data), freezes each
-    activation's ``(k, i)``, then prints a per-layer table (``verbose``) and returns
-    the total. Required before conversion. On failure the model's records are left as
-    they were. Warns when data fed to a ``Signature`` does not fit its declared format,
-    and when a non-linear ``HActivation``'s calibrated input is too wide for its table.
+    ``X`` is anything ``model.predict`` takes: arrays or tensors (or a list/dict of
+    them, dicts keyed by input name), a ``tf.data.Dataset``, a ``keras.utils.PyDataset``
+    or a generator of batches (``x`` or ``(x, y[, sample_weight])``). It is read one
+    batch at a time (``bsz`` samples for arrays, default 32; datasets come batched),
+    in inference mode, while every activation's range is recorded. Each range is
+    widened by ``cover_factor`` (a margin for inputs beyond the calibration data),
+    each activation's ``(k, i)`` fixed, a per-layer table printed (``verbose``) and the
+    total returned as an ``EBOPs`` float that also holds the per-layer rows.
+
+    ``reset=False`` keeps the ranges recorded by earlier calls and extends them:
+    calibrating chunk by chunk gives the same result as one call on all the data.
+    Required before conversion. On failure every variable of the model is left as it
+    was. Warns when data fed to a ``Signature`` does not fit its declared format, and
+    when a non-linear ``HActivation``'s calibrated input is too wide for its table.
     """
     cover_factor = _check_cover_factor(cover_factor)
+    bsz = check_batch_size(bsz, "compute_bops")
+    if not isinstance(reset, (bool, np.bool_)):
+        raise ValueError(f"compute_bops: reset must be True or False, got {reset!r}.")
     layers = hgq_layers(model)
     if not layers:
         raise ValueError(
@@ -230,44 +216,54 @@ def compute_bops(
             "HDense, ... before calling compute_bops."
         )
     check_only_hgq_layers(model)
-    _check_calibration_data(X)
-    _check_input_shapes(model, X)
     _check_finite_weights(model)
     tf32 = tensorflow_tf32_warning()
     if tf32:
         warnings.warn(tf32, stacklevel=2)
-    for message in _nonconforming_signature_warnings(model, X):
-        warnings.warn(message, stacklevel=2)
-    quantizers = _activation_quantizers(model)
+    conformity = _SignatureConformity(model)
     saved = _snapshot(model)
     try:
-        for quantizer in quantizers:
-            quantizer.reset_minmax()
-        model.predict_function = None  # the calibration trace must not be reused
-        with calibrating():
-            model.predict(_whole_batches(X, bsz), batch_size=bsz, verbose=0)
+        if reset:
+            for quantizer in _activation_quantizers(model):
+                quantizer.reset_minmax()
+        samples = CalibrationPass().run_batches(
+            model, _checked_batches(model, input_batches(model, X, bsz), conformity)
+        )
+        if samples == 0:
+            raise ValueError(
+                "compute_bops got an empty calibration set: pass the training data (or a "
+                "representative part of it) so every activation's range is seen."
+            )
         for layer in layers:
             layer.freeze(cover_factor)
-        rows = []
-        total = 0.0
-        for layer in layers:
-            bops = layer.compute_exact_bops()
-            total += bops
-            bits = layer.exact_output_bitwidth()
-            rows.append((layer.name, type(layer).__name__, f"{bits.mean():.2f}/{bits.max()}", bops))
+        costs = layer_costs(layers)
+        for row, layer in zip(costs.rows, layers, strict=True):
             if isinstance(layer, HBaseLayer):
-                layer.bops.assign(bops)
+                layer.bops.assign(row.ebops)
     except BaseException:
         for variable, value in saved:
             variable.assign(value)
         raise
     finally:
-        model.predict_function = None
+        model.predict_function = None  # the calibration trace must not be reused
+    for message in conformity.warnings():
+        warnings.warn(message, stacklevel=2)
     if verbose:
-        print(_format_table(rows, total))
+        print(costs.table())
     for message in exceeding_table_widths(layers):
         warnings.warn(f"compute_bops: {message}", stacklevel=2)
-    return total
+    return costs
+
+
+def _checked_batches(
+    model: keras.Model, batches: Iterator[Any], conformity: _SignatureConformity
+) -> Iterator[Any]:
+    """``batches``, each checked (finite values, sample shapes) and counted for Signatures."""
+    for batch in batches:
+        _check_batch_values(batch)
+        _check_input_shapes(model, batch)
+        conformity.add(batch)
+        yield batch
 
 
 trace_minmax = compute_bops
@@ -281,14 +277,6 @@ def _records(model: keras.Model) -> list[Any]:
         if quantizer.built
         for variable in (quantizer.vmin, quantizer.vmax)
     ]
-
-
-def _batches(data: Any, bsz: int) -> Iterator[Any]:
-    """``data`` (arrays, or a list/dict of them) in whole batches of ``bsz`` samples."""
-    size = min(bsz, len(keras.tree.flatten(data)[0]))
-    data = _whole_batches(data, size)
-    for start in range(0, len(keras.tree.flatten(data)[0]), size):
-        yield keras.tree.map_structure(lambda a, s=start: a[s : s + size], data)
 
 
 #: Samples per batch of ``CalibratedBOPs`` when none is given: each batch is a Python
@@ -316,15 +304,32 @@ class CalibrationPass:
         self.function = None
 
     def run(self, model: keras.Model, data: Any, bsz: int) -> None:
+        """Record over in-memory ``data`` (numpy, or a list/dict of it) in batches of ``bsz``."""
+        self.run_batches(model, input_batches(model, data, bsz))
+
+    def run_batches(self, model: keras.Model, batches: Iterable[Any]) -> int:
+        """Record over ``batches``; returns the number of samples seen.
+
+        Every batch is padded to the first one's size (a shorter last batch would be
+        compiled again), by repeating samples, which leaves the records unchanged.
+        """
         saved = model.predict_function
         model.predict_function = self.function
+        samples = 0
+        size = None
         try:
             with calibrating():
-                for batch in _batches(data, bsz):
-                    model.predict_on_batch(batch)
+                for batch in batches:
+                    count = len(keras.tree.flatten(batch)[0])
+                    if count == 0:
+                        continue
+                    size = size or count
+                    samples += count
+                    model.predict_on_batch(pad_to(batch, size))
             self.function = model.predict_function
         finally:
             model.predict_function = saved
+        return samples
 
 
 def calibrated_ebops(

@@ -174,7 +174,18 @@ def _check_keys(kind: str, config: Mapping[str, Any]) -> None:
         _check_activation_keys(config)
 
 
+def check_config_mapping(config: Any, owner: str) -> None:
+    """A quantizer config must be a dict of keys; anything else gets a named error."""
+    if config is not None and not isinstance(config, Mapping):
+        raise ValueError(
+            f"{owner} must be a dict of quantizer settings (e.g. {{'init_bw': 4, "
+            f"'bw_clip': (0, 8)}}; keys not given keep their default), got "
+            f"{type(config).__name__} {config!r}."
+        )
+
+
 def _set_default(kind: str, config: Mapping[str, Any]) -> None:
+    check_config_mapping(config, f"set_default_{kind}_quantizer_config: the config")
     validate_quantizer_config(config)
     _check_keys(kind, config)
     merged = dict(_defaults[kind])

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from HGQ.config import is_finite_number, merged_config
+from HGQ.config import check_config_mapping, is_finite_number, merged_config
 from HGQ.fixed_point import pow2, round_half_up, round_to_grid_host
 from HGQ.full_precision import float32_dtype_policy
 from HGQ.layers._lineage import producer_of, remember
@@ -267,6 +267,11 @@ class HBaseLayer(QLayerBase):
         pre_activation_quantizer_config = take_original_keyword(
             kwargs, "pre_activation_quantizer_config", pre_activation_quantizer_config, None
         )
+        for key, config in (
+            ("kernel_quantizer_config", kernel_quantizer_config),
+            ("pre_activation_quantizer_config", pre_activation_quantizer_config),
+        ):
+            check_config_mapping(config, f"{type(self).__name__}: {key}")
         super().__init__(bops_reg_factor=bops_reg_factor, **kwargs)
         self.kernel_quantizer_config = merged_config(
             "kernel", deserialize_quantizer_config(kernel_quantizer_config)

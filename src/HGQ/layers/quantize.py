@@ -6,6 +6,7 @@ from typing import Any
 
 import keras
 
+from HGQ.config import check_config_mapping
 from HGQ.layers.base import HBaseLayer, take_original_keyword
 
 HETEROGENEOUS_INPUT_TAG = "inp_q"
@@ -30,6 +31,9 @@ class HQuantize(HBaseLayer):
         )
         kwargs.pop("kernel_quantizer_config", None)
         kwargs.pop("kq_conf", None)
+        check_config_mapping(
+            pre_activation_quantizer_config, "HQuantize: pre_activation_quantizer_config"
+        )
         user_config = dict(pre_activation_quantizer_config or {})
         super().__init__(pre_activation_quantizer_config=user_config, **kwargs)
         if "skip_dims" not in user_config:
