@@ -299,3 +299,42 @@ def test_beta_controller_raises_beta_while_training_above_the_budget():
     assert all(e > 1.0 for e in history.history["ebops"])
     np.testing.assert_allclose(history.history["beta"], [2e-6, 4e-6, 8e-6, 1.6e-5], rtol=1e-6)
     assert model.get_layer("d1").bops_reg_factor == pytest.approx(1.6e-5)
+
+
+class SeenLogs(keras.callbacks.Callback):
+    """Records the keys of the logs at each epoch's end."""
+
+    def __init__(self):
+        super().__init__()
+        self.keys = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.keys.append(set(logs))
+
+
+@pytest.mark.smoke
+def test_logged_cost_is_visible_to_callbacks_listed_before_the_loggers(tmp_path):
+    """EarlyStopping / ModelCheckpoint / any callback listed first see bops, ebops, beta."""
+    x, y = data()
+    model = compiled(small_model())
+    seen = SeenLogs()
+    best = tmp_path / "best.keras"
+    readers = [
+        seen,
+        keras.callbacks.EarlyStopping(monitor="bops", patience=5, mode="min"),
+        keras.callbacks.ModelCheckpoint(best, monitor="ebops", save_best_only=True, mode="min"),
+        ParetoFront(tmp_path / "front", metrics=("loss", "ebops"), sides=(-1, -1)),
+    ]
+    loggers = [
+        ResetMinMax(),
+        CalibratedBOPs(x[:64]),
+        BetaScheduler(lambda epoch: 1e-6),
+    ]
+    with warnings.catch_warnings():
+        # EarlyStopping and ModelCheckpoint warn when their metric is missing.
+        warnings.filterwarnings("error", message=".*(conditioned on metric|Can save best).*")
+        model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=readers + loggers)
+    assert all({"bops", "ebops", "beta"} <= keys for keys in seen.keys)
+    assert len(seen.keys) == 2 and best.exists()
+    # The list given by the user is left in its own order.
+    assert readers[0] is seen and isinstance(loggers[0], ResetMinMax)

@@ -5,13 +5,16 @@ One training run whose β rises over the epochs sweeps the accuracy-vs-EBOPs tra
 checkpoints no other epoch beats on both, and ``BetaScheduler`` / ``BetaController``
 move β (a variable in every HGQ layer, so no recompile is needed).
 
-In ``fit(callbacks=[...])`` list the callbacks that log a value (``ResetMinMax``,
-``FreeBOPs``, ``CalibratedBOPs``) before those that read it (``BetaController``,
-``ParetoFront``, ``EarlyStopping``): Keras calls them in that order at each epoch's end.
+The callbacks that log a value (``ResetMinMax``, ``FreeBOPs``, ``CalibratedBOPs``,
+``BetaScheduler``) move themselves to the front of ``fit``'s callback list, so every
+other callback (``EarlyStopping``, ``ModelCheckpoint``, ``ParetoFront``, ...) sees
+``bops``, ``ebops`` and ``beta`` in the epoch's logs, whatever the order they were
+listed in.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -34,7 +37,30 @@ def _surrogate_total(model: keras.Model) -> float:
     )
 
 
-class FreeBOPs(keras.callbacks.Callback):
+class LogsFirst(keras.callbacks.Callback):
+    """A callback whose logged value other callbacks read: it runs before them.
+
+    Keras calls callbacks in list order at each epoch's end and gives each the same
+    logs dict, so a value logged by a callback listed later is missing for
+    ``EarlyStopping(monitor='bops')`` listed earlier. Keras has no priority setting;
+    when ``fit``'s ``CallbackList`` hands this callback the model, the callback moves
+    every ``LogsFirst`` (in their own order) to the front of that list.
+    """
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        frame = inspect.currentframe()
+        for _ in range(4):  # the CallbackList's set_model, possibly via subclasses
+            frame = frame.f_back if frame is not None else None
+            owner = frame.f_locals.get("self") if frame is not None else None
+            if isinstance(owner, keras.callbacks.CallbackList) and self in owner.callbacks:
+                first = [c for c in owner.callbacks if isinstance(c, LogsFirst)]
+                # A new list: the loop that is calling set_model keeps iterating the old one.
+                owner.callbacks = first + [c for c in owner.callbacks if c not in first]
+                return
+
+
+class FreeBOPs(LogsFirst):
     """Log the training-time EBOPs (``bops``) at each epoch's end, resetting nothing.
 
     The name of the original HGQ. ``bops`` is the training surrogate of the epoch's
@@ -62,7 +88,7 @@ class ResetMinMax(FreeBOPs):
             layer.reset_minmax()
 
 
-class CalibratedBOPs(keras.callbacks.Callback):
+class CalibratedBOPs(LogsFirst):
     """Log the exact EBOPs of each epoch's weights, calibrated on ``data``, as ``ebops``.
 
     At each epoch's end the model is calibrated as ``compute_bops(model, data,
@@ -120,7 +146,7 @@ def _beta_layers(model: keras.Model, layers: Iterable[Any] | None) -> list[HBase
     return chosen
 
 
-class BetaScheduler(keras.callbacks.Callback):
+class BetaScheduler(LogsFirst):
     """Set β (``bops_reg_factor``) at each epoch's start from ``schedule(epoch)``.
 
     Like ``keras.callbacks.LearningRateScheduler``: ``schedule`` takes the epoch index
@@ -232,8 +258,8 @@ class BetaController(keras.callbacks.Callback):
         if self.metric not in logs:
             raise ValueError(
                 f"BetaController: '{self.metric}' is not in the logs at the end of epoch "
-                f"{epoch} (keys: {sorted(logs)}). List the callback that logs it "
-                "(CalibratedBOPs for 'ebops', ResetMinMax for 'bops') before BetaController."
+                f"{epoch} (keys: {sorted(logs)}). Add the callback that logs it "
+                "(CalibratedBOPs for 'ebops', ResetMinMax for 'bops') to fit's callbacks."
             )
         cost = float(logs[self.metric])
         targets = _beta_layers(self.model, self.layers)
@@ -299,7 +325,7 @@ class ParetoFront(keras.callbacks.Callback):
         missing = [m for m in self.metrics if m not in logs]
         if missing:
             hint = (
-                " List CalibratedBOPs(...) before ParetoFront in callbacks."
+                " Add CalibratedBOPs(x_calibration) to fit's callbacks."
                 if "ebops" in missing
                 else " Pass validation_data (or validation_split) to fit for 'val_' metrics."
                 if any(m.startswith("val_") for m in missing)

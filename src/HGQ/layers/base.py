@@ -122,7 +122,7 @@ class QLayerBase(keras.layers.Layer):
         variable = getattr(self, "bops_reg_factor_variable", None)
         if variable is None:
             return self._initial_bops_reg_factor
-        stored = keras.ops.convert_to_numpy(variable)
+        stored = np.asarray(variable.numpy())
         # The value last set, unless the variable changed since (loaded weights):
         # float32 would turn a user's 1e-5 into 9.99999974e-06.
         if stored == np.float32(self._initial_bops_reg_factor):
