@@ -255,3 +255,21 @@ def test_config_that_is_not_a_dict_is_named(config):
 def test_bad_bops_reg_factor_is_named(beta):
     with pytest.raises(ValueError, match=r"bops_reg_factor \(β\) must be a finite number >= 0"):
         HDense(2, bops_reg_factor=beta)
+
+
+def test_calibrated_bops_reads_a_dataset_every_epoch():
+    zeta, alpha = two_input_data()
+    dataset = tf.data.Dataset.from_tensor_slices({"alpha": alpha, "zeta": zeta}).batch(64)
+    model = two_input_model()
+    model.compile("adam", "mse")
+    callback = HGQ.CalibratedBOPs(dataset)
+    y = np.zeros((N, 2), "float32")
+    history = model.fit([zeta, alpha], y, epochs=2, verbose=0, callbacks=[callback])
+    assert history.history["ebops"][-1] == compute_bops(model, [zeta, alpha], verbose=False)
+
+
+def test_calibrated_bops_refuses_a_one_shot_generator():
+    with pytest.raises(ValueError, match="generator or iterator can be read only once"):
+        HGQ.CalibratedBOPs(x for x in [np.ones((4, 4))])
+    with pytest.raises(ValueError, match="CalibratedBOPs: bsz must be"):
+        HGQ.CalibratedBOPs(np.ones((4, 4)), bsz=-3)

@@ -16,7 +16,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from HGQ.calibration_data import check_batch_size, input_batches, pad_to, pair_with_inputs
+from HGQ.calibration_data import (
+    check_batch_size,
+    in_memory_inputs,
+    input_batches,
+    pad_to,
+    pair_with_inputs,
+)
 from HGQ.config import is_finite_number
 from HGQ.full_precision import tensorflow_tf32_warning
 from HGQ.layers.activation import exceeding_table_widths
@@ -303,10 +309,6 @@ class CalibrationPass:
     def __init__(self) -> None:
         self.function = None
 
-    def run(self, model: keras.Model, data: Any, bsz: int) -> None:
-        """Record over in-memory ``data`` (numpy, or a list/dict of it) in batches of ``bsz``."""
-        self.run_batches(model, input_batches(model, data, bsz))
-
     def run_batches(self, model: keras.Model, batches: Iterable[Any]) -> int:
         """Record over ``batches``; returns the number of samples seen.
 
@@ -344,13 +346,11 @@ def calibrated_ebops(
     every variable the calibration writes is put back afterwards. Returns the value
     and the ``CalibrationPass`` to pass again next time (compiled once).
     """
-    arrays = [np.asarray(a) for a in keras.tree.flatten(data)]
-    if not arrays or arrays[0].ndim == 0 or len(arrays[0]) == 0:
-        raise ValueError(
-            "CalibratedBOPs needs calibration data as non-empty arrays (numpy, or a "
-            "list/dict of them), e.g. CalibratedBOPs(x_train)."
-        )
-    data = keras.tree.map_structure(np.asarray, data)
+    arrays = in_memory_inputs(model, data)
+    if arrays is not None:
+        data = arrays
+        if not bsz:
+            bsz = _even_batch_size(len(keras.tree.flatten(arrays)[0]) or 1)
     calibration = calibration or CalibrationPass()
     layers = hgq_layers(model)
     quantizers = [q for q in _activation_quantizers(model) if q.built]
@@ -359,7 +359,12 @@ def calibrated_ebops(
     try:
         for quantizer in quantizers:
             quantizer.reset_minmax()
-        calibration.run(model, data, int(bsz) if bsz else _even_batch_size(len(arrays[0])))
+        samples = calibration.run_batches(model, input_batches(model, data, bsz))
+        if samples == 0:
+            raise ValueError(
+                "CalibratedBOPs got no calibration samples: pass the training data (or a "
+                "representative part of it), e.g. CalibratedBOPs(x_train)."
+            )
         # The formats the records give, read without freezing: only the records change.
         with contextlib.ExitStack() as formats:
             for quantizer in quantizers:

@@ -63,7 +63,7 @@ def _input_rank(model: keras.Model) -> int | None:
     return len(inputs[0].shape) if inputs and len(inputs) == 1 else None
 
 
-def _in_memory(model: keras.Model, data: Any) -> Any | None:
+def in_memory_inputs(model: keras.Model, data: Any) -> Any | None:
     """``data`` as float32 arrays in the model's input structure, or None for a stream."""
     if _is_array(data):
         return _float32(data)
@@ -118,7 +118,7 @@ def input_batches(model: keras.Model, data: Any, bsz: int | None) -> Iterator[An
     In-memory arrays are cut into batches of ``bsz`` (default 32, as ``predict``); a
     dataset, PyDataset or iterable is already batched, and ``bsz`` is ignored.
     """
-    arrays = _in_memory(model, data)
+    arrays = in_memory_inputs(model, data)
     if arrays is not None:
         yield from _batches_of(arrays, bsz or DEFAULT_BATCH_SIZE)
         return

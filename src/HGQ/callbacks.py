@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from HGQ.bops import calibrated_ebops, hgq_layers
+from HGQ.calibration_data import check_batch_size
 from HGQ.layers.base import HBaseLayer, check_bops_reg_factor
 from HGQ.layers.replacements import check_only_hgq_layers
 
@@ -98,15 +99,22 @@ class CalibratedBOPs(LogsFirst):
     compiled once for the whole run. A checkpoint saved at that epoch, reloaded and
     calibrated with ``compute_bops`` on the same data, has exactly the logged EBOPs.
 
-    ``data``: numpy arrays (or a list/dict of them) shaped like the model's inputs;
-    ``bsz``: samples per calibration batch (None: all of them in one batch, or in equal
-    batches of at most 65,536).
+    ``data``: what ``compute_bops`` takes, except a one-shot generator or iterator (it
+    is read again every epoch): arrays (or a list/dict of them), a ``tf.data.Dataset``
+    or a ``keras.utils.PyDataset``. ``bsz``: samples per calibration batch of arrays
+    (None: all of them in one batch, or in equal batches of at most 65,536).
     """
 
     def __init__(self, data: Any, bsz: int | None = None, name: str = "ebops"):
         super().__init__()
+        if hasattr(data, "__next__"):
+            raise ValueError(
+                "CalibratedBOPs reads its data again at every epoch's end, and a generator "
+                "or iterator can be read only once. Pass arrays, a tf.data.Dataset or a "
+                "keras.utils.PyDataset instead."
+            )
         self.data = data
-        self.bsz = bsz
+        self.bsz = check_batch_size(bsz, "CalibratedBOPs")
         self.name = name
         self._calibration = None
 
