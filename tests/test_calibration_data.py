@@ -109,10 +109,23 @@ def test_every_form_of_data_calibrates_like_one_array(form, two_input_reference)
     assert_same(calibration_state(two_input_model(), data, bsz=bsz), two_input_reference)
 
 
+def torch_loader(x: np.ndarray, size: int):
+    torch = pytest.importorskip("torch")
+    return torch.utils.data.DataLoader(torch.tensor(x.astype("float32")), batch_size=size)
+
+
 @pytest.mark.smoke
 @pytest.mark.parametrize(
     "form",
-    ["int8", "float64", "list of lists", "[x]", "tensor", "generator of bare arrays"],
+    [
+        "int8",
+        "float64",
+        "list of lists",
+        "[x]",
+        "tensor",
+        "generator of bare arrays",
+        "torch DataLoader",
+    ],
 )
 def test_one_input_forms(form):
     rng = np.random.default_rng(2)
@@ -125,6 +138,7 @@ def test_one_input_forms(form):
         "[x]": [x.astype("float32")],
         "tensor": keras.ops.convert_to_tensor(x.astype("float32")),
         "generator of bare arrays": (x[s : s + 64] for s in range(0, N, 64)),
+        "torch DataLoader": torch_loader(x, 64) if form == "torch DataLoader" else None,
     }[form]
     assert_same(calibration_state(one_input_model(), data), reference)
 
