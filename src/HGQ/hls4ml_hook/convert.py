@@ -14,6 +14,7 @@ from hls4ml.model import ModelGraph
 from hls4ml.model.flow import get_flow
 
 import HGQ.hls4ml_hook.handlers  # noqa: F401  (registers the handlers)
+from HGQ.hls4ml_hook.flat_graph import flat_functional
 from HGQ.hls4ml_hook.handlers import handler_keys, hgq_conversion
 from HGQ.hls4ml_hook.lookup_table import relayout_tables
 from HGQ.layers import HBaseLayer, Signature
@@ -28,11 +29,7 @@ FLOAT32_EXACT_BITS = 24
 SUPPORTED_BACKENDS = ("Vivado", "Vitis")
 
 
-def _check_convertible(
-    model: keras.Model, io_type: str, bias_accum: int | None, backend: str
-) -> None:
-    from hls4ml.converters.keras_v3._base import registry
-
+def _check_options(io_type: str, bias_accum: int | None, backend: str) -> None:
     if str(backend).lower() not in [b.lower() for b in SUPPORTED_BACKENDS]:
         raise ValueError(
             f"backend={backend!r}: HGQ's per-element formats are deployed with hls4ml's "
@@ -50,6 +47,12 @@ def _check_convertible(
             f"bias_accum must be None (exact accumulators) or a non-negative int, got "
             f"{bias_accum!r}."
         )
+
+
+def _check_convertible(model: keras.Model) -> None:
+    """``model``: the flat functional graph (``flat_functional``)."""
+    from hls4ml.converters.keras_v3._base import registry
+
     check_only_hgq_layers(model)
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
@@ -227,8 +230,39 @@ def convert(
     (exact). An int cuts accumulators of Dense/Conv layers to that many fractional
     bits beyond their output's finest format: cheaper, but then the firmware may differ
     from the Keras model. Other keywords go to ``hls4ml.converters.convert_from_keras_model``.
+
+    Functional and Sequential models convert as they are; subclassed models and models
+    nested in others are converted through one functional graph of the same layers
+    (``flat_functional``), which hls4ml keeps as the project's Keras model.
     """
-    _check_convertible(model, io_type, bias_accum, backend)
+    _check_options(io_type, bias_accum, backend)
+    check_only_hgq_layers(model)
+    with flat_functional(model) as flat:
+        return _convert_flat(
+            flat,
+            output_dir,
+            part=part,
+            clock_period=clock_period,
+            bias_accum=bias_accum,
+            io_type=io_type,
+            backend=backend,
+            **hls4ml_kwargs,
+        )
+
+
+def _convert_flat(
+    model: keras.Model,
+    output_dir: str,
+    *,
+    part: str,
+    clock_period: float,
+    bias_accum: int | None,
+    io_type: str,
+    backend: str,
+    **hls4ml_kwargs: Any,
+) -> ModelGraph:
+    """``convert`` on a functional model without nested models (``flat_functional``)."""
+    _check_convertible(model)
     hls_config = hls4ml_kwargs.pop("hls_config", None) or {}
     hls_config.setdefault("Model", {})
     hls_config["Model"].setdefault("Precision", "fixed<16,6>")
