@@ -8,6 +8,8 @@ What cannot be flattened reliably is refused with the cause, leaving the model a
 
 from __future__ import annotations
 
+import warnings
+
 import hls_support as hs
 import keras
 import numpy as np
@@ -331,3 +333,54 @@ def test_clashing_layer_names_across_sub_models_are_refused(tmp_path, rng):
     model = keras.Model(inp, HDense(3, name="d")(inner(inp)))
     compute_bops(model, rng.normal(size=(64, 6)).astype("float32"), verbose=False)
     refused(model, tmp_path, r"names distinct")
+
+
+class DropsTraining(keras.Model):
+    """A subclassed model whose call takes ``training`` but does not pass it on."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = HQuantize(name="inp_q")
+        self.d = HDense(3, name="d")
+
+    def call(self, x, training=None):
+        return self.d(self.q(x))
+
+
+class LacksTraining(DropsTraining):
+    """A subclassed model whose call has no ``training`` argument at all."""
+
+    def call(self, x):
+        return self.d(self.q(x))
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("model_class", [DropsTraining, LacksTraining])
+def test_reset_minmax_warns_when_layers_never_train(model_class):
+    """Such layers train nothing, silently; ResetMinMax says so after one epoch.
+
+    Keras passes ``training`` to inner layers through its call context only when
+    ``call`` accepts it, and not at all on JAX, whose trainer calls ``call`` directly.
+    """
+    model = model_class()
+    model.compile("adam", "mse")
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = np.zeros((64, 3), "float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[ResetMinMax()])
+    messages = [str(w.message) for w in caught if "did not run in training" in str(w.message)]
+    if model_class is LacksTraining or keras.backend.backend() == "jax":
+        assert len(messages) == 1 and "inp_q, d" in messages[0]
+        assert "training=training" in messages[0]
+    else:
+        assert messages == []
+
+
+def test_hgq_layer_after_a_subclassed_block_says_how_to_build_it():
+    block = DropsTraining()
+    inp = keras.Input((4,))
+    with pytest.raises(
+        ValueError, match="subclassed model used as a layer.*functional or Sequential"
+    ):
+        HDense(2)(block(inp))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -83,10 +84,46 @@ class ResetMinMax(FreeBOPs):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         check_only_hgq_layers(self.model)
+        self._first_epoch = True
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         for layer in hgq_layers(self.model):
             layer.reset_minmax()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if getattr(self, "_first_epoch", False):
+            self._first_epoch = False
+            _warn_if_not_trained(self.model)
+
+
+def _warn_if_not_trained(model: keras.Model) -> None:
+    """Warn about HGQ layers that recorded nothing in a training epoch.
+
+    A layer that ran in training mode records its range; one whose record is still
+    empty after an epoch ran in inference mode. That happens, silently, in a subclassed
+    model whose ``call`` does not pass ``training`` on: Keras hands it on to the inner
+    layers only when ``call`` accepts it, and its JAX trainer calls ``call`` directly,
+    not even then. The inner layers then never learn of training, and neither bitwidths
+    nor (through the exact rounding) weights move.
+    """
+    idle = [
+        layer.name
+        for layer in hgq_layers(model)
+        if isinstance(layer, HBaseLayer)
+        and layer.built
+        and np.all(layer.pre_activation_quantizer.vmax.numpy() == -np.inf)
+    ]
+    if idle:
+        warnings.warn(
+            f"ResetMinMax: HGQ layer(s) {', '.join(idle)} of model '{model.name}' did not "
+            "run in training mode during this epoch, so they do not learn. In a subclassed "
+            "model, write call(self, x, training=None) and pass training=training to every "
+            "HGQ layer it calls (Keras does not pass it on by itself on JAX, nor on any "
+            "backend when call has no training argument). "
+            "Ignore this if those layers are frozen on purpose (called with training=False).",
+            stacklevel=2,
+        )
 
 
 class CalibratedBOPs(LogsFirst):

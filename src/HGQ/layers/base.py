@@ -183,6 +183,13 @@ class QLayerBase(keras.layers.Layer):
             raise ValueError(
                 f"{kind} '{self.name}' is fed directly by the model input. {FIRST_LAYER_HINT}"
             )
+        if isinstance(source, keras.Model):  # subclassed: its last layer cannot be seen
+            raise ValueError(
+                f"{kind} '{self.name}' is fed by '{source.name}', a subclassed model used as "
+                "a layer, whose inside cannot be followed to find its output bitwidths. "
+                "Build that part as a functional or Sequential model (those can be nested), "
+                "or make the whole model one subclassed model."
+            )
         raise ValueError(
             f"{kind} '{self.name}' is fed by '{getattr(source, 'name', source)}' "
             f"({type(source).__name__}), which is not an HGQ layer, so its output "
