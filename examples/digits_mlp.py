@@ -25,34 +25,42 @@ import argparse
 import os
 import shutil
 
-# isort: off
-import HGQ  # noqa: F401  (selects the Keras backend: must precede keras)
-import keras
+from quiet_startup import quiet_environment, quiet_native_startup
 
-# isort: on
-from digits_common import (
-    accuracy,
-    float_ebops,
-    front_rows,
-    load_data,
-    pick_deployed,
-    print_front,
-    train_float_reference,
-    verify_deployment,
-    write_figures,
-)
-from sklearn.model_selection import train_test_split
+quiet_environment()  # before anything imports TensorFlow
+with quiet_native_startup():  # on the TensorFlow backend, `import keras` loads it
+    # isort: off
+    import HGQ  # noqa: F401  (selects the Keras backend: must precede keras)
+    import keras
 
-from HGQ import HDense, HQuantize
-from HGQ.callbacks import (
-    BetaScheduler,
-    CalibratedBOPs,
-    ConstantThenLogRamp,
-    ParetoFront,
-    ResetMinMax,
-)
+    # isort: on
+    from digits_common import (
+        accuracy,
+        float_ebops,
+        front_rows,
+        load_data,
+        pick_deployed,
+        print_front,
+        train_float_reference,
+        verify_deployment,
+        write_figures,
+    )
+    from sklearn.model_selection import train_test_split
+
+    from HGQ import HDense, HQuantize
+    from HGQ.callbacks import (
+        BetaScheduler,
+        CalibratedBOPs,
+        ConstantThenLogRamp,
+        ParetoFront,
+        ResetMinMax,
+    )
 
 HIDDEN = (32, 16)
+EBOPS_LINE = (
+    "EBOPs: the hardware cost the training minimises "
+    "(effective bit operations, ≈ LUTs + 55·DSPs on an FPGA)"
+)
 
 
 def hgq_mlp(beta: float) -> keras.Model:
@@ -79,7 +87,8 @@ def main() -> None:
     parser.add_argument("--output-dir", default="build/digits_mlp")
     args = parser.parse_args()
 
-    keras.utils.set_random_seed(0)
+    with quiet_native_startup():  # on JAX, Keras imports TensorFlow to seed tf.random too
+        keras.utils.set_random_seed(0)
     x_train, x_test, y_train, y_test = load_data()
     # Checkpoints are chosen on a validation split of the training data, never on test.
     x_fit, x_val, y_fit, y_val = train_test_split(
@@ -89,8 +98,9 @@ def main() -> None:
     print(f"Keras backend: {keras.backend.backend()}")
     print(
         f"digits: {len(x_fit)} train / {len(x_val)} validation / {len(x_test)} test samples "
-        "of 8x8 pixels\n"
+        "of 8x8 pixels"
     )
+    print(EBOPS_LINE + "\n")
 
     print("== float model (for scale)")
     reference = train_float_reference(float_mlp(), x_train, y_train, 60, args.batch_size)
