@@ -20,6 +20,7 @@ from HGQ.config import (  # noqa: E402
     set_default_kernel_quantizer_config,
     set_default_pre_activation_quantizer_config,
 )
+from HGQ.costs import EBOPs, LayerCost, summary  # noqa: E402
 from HGQ.layers import (  # noqa: E402
     HActivation,
     HAdd,
@@ -48,7 +49,6 @@ from HGQ.layers import (  # noqa: E402
     Signature,
 )
 from HGQ.quantizer import HGQuantizer  # noqa: E402
-from HGQ.summary import EBOPs, LayerCost, summary  # noqa: E402
 
 # hls4ml already imported: make its converter know HGQ's layers now.
 if sys.modules.get("hls4ml") is not None:

@@ -24,13 +24,13 @@ from HGQ.calibration_data import (
     pair_with_inputs,
 )
 from HGQ.config import is_finite_number
+from HGQ.costs import EBOPs, layer_costs
 from HGQ.full_precision import tensorflow_tf32_warning
 from HGQ.layers.activation import exceeding_table_widths
 from HGQ.layers.base import HBaseLayer, QLayerBase
 from HGQ.layers.replacements import check_only_hgq_layers
 from HGQ.layers.signature import Signature
 from HGQ.quantizer import HGQuantizer, calibrating
-from HGQ.summary import EBOPs, layer_costs
 
 
 def hgq_layers(model: keras.Model) -> list[QLayerBase]:
