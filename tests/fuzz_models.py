@@ -116,6 +116,7 @@ STRUCTURE_FEATURES = (
     "reshape_same_shape",
     "zero_width_layer",
     "zero_width_some",
+    "nested_model",
 )
 
 #: Element-wise Keras activations (softmax-like ones are refused by design; not drawn).
@@ -577,6 +578,25 @@ def _factorise(total: int, rank: int, rng: np.random.Generator) -> tuple[int, ..
     return tuple(dims)
 
 
+def _nested(inner: keras.Model, seed: int) -> keras.Model:
+    """``inner`` used as a layer of an outer functional model, each output followed by
+    a linear HActivation: conversion must inline it and follow lineage across it."""
+    inputs = [keras.Input(t.shape[1:], name=f"outer_in_{i}") for i, t in enumerate(inner.inputs)]
+    outputs = inner(inputs if len(inputs) > 1 else inputs[0])
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    outputs = [HActivation("linear", name=f"outer_act_{j}")(o) for j, o in enumerate(outputs)]
+    return keras.Model(
+        inputs if len(inputs) > 1 else inputs[0],
+        outputs if len(outputs) > 1 else outputs[0],
+        name=f"fuzz_{seed}_outer",
+    )
+
+
+def _layer_named(model: keras.Model, name: str) -> keras.layers.Layer:
+    """The layer called ``name`` anywhere in ``model``, nested models included."""
+    return next(layer for layer in model._flatten_layers(include_self=False) if layer.name == name)
+
+
 def generate_case(seed: int) -> Case:
     """Build the random model of ``seed`` (untrained) with its data and training plan."""
     keras.utils.set_random_seed(seed)
@@ -609,13 +629,22 @@ def generate_case(seed: int) -> Case:
             name=f"fuzz_{seed}",
         )
 
+    # From its own stream, so that the architectures of all other seeds stay as they were.
+    if not sequential and np.random.default_rng([seed, 5]).random() < 0.25:
+        model = _nested(model, seed)
+        builder.features.add("nested_model")
+
     n_samples = 256
     scale = 10 ** rng.uniform(-1, 1.5)
     x = [(rng.normal(size=(n_samples, *inp.shape[1:])) * scale).astype("float32") for inp in inputs]
     y = [rng.normal(size=(n_samples, *out.shape[1:])).astype("float32") for out in model.outputs]
 
     zero_width = []
-    h_layers = [layer for layer in model.layers if isinstance(layer, HBaseLayer)]
+    h_layers = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, HBaseLayer)
+    ]
     if h_layers and rng.random() < 0.35:
         for _ in range(int(rng.integers(1, 3))):
             layer = h_layers[int(rng.integers(len(h_layers)))]
@@ -683,7 +712,7 @@ def force_zero_widths(case: Case) -> None:
     """Make the planned quantizers (or some of their groups) 0 bits wide."""
     rng = np.random.default_rng([case.seed, 1])
     for name, which, mode in case.zero_width:
-        layer = case.model.get_layer(name)
+        layer = _layer_named(case.model, name)
         quantizer = layer.kernel_quantizer if which == "kernel" else layer.pre_activation_quantizer
         f = quantizer.fractional_bits.numpy()
         mask = np.ones(f.shape, bool) if mode == "all" else rng.random(f.shape) < 0.5

@@ -199,7 +199,7 @@ def compute_bops(
     ``X`` is anything ``model.predict`` takes: arrays or tensors (or a list/dict of
     them, dicts keyed by input name), a ``tf.data.Dataset``, a ``keras.utils.PyDataset``
     or a generator of batches (``x`` or ``(x, y[, sample_weight])``). It is read one
-    batch at a time (``bsz`` samples for arrays, default 32; datasets come batched),
+    batch at a time (``bsz`` samples for arrays, default 1024; datasets come batched),
     in inference mode, while every activation's range is recorded. Each range is
     widened by ``cover_factor`` (a margin for inputs beyond the calibration data),
     each activation's ``(k, i)`` fixed, a per-layer table printed (``verbose``) and the

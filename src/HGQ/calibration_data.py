@@ -18,8 +18,10 @@ import keras
 import numpy as np
 from keras.src.trainers.data_adapters import data_adapter_utils, get_data_adapter, is_tf_dataset
 
-#: Samples per batch for in-memory arrays when ``bsz`` is not given: ``model.predict``'s.
-DEFAULT_BATCH_SIZE = 32
+#: Samples per batch for in-memory arrays when ``bsz`` is not given. Larger than
+#: ``predict``'s 32: the ranges do not depend on the batching, and each batch is a Python
+#: round trip (measured: 2.7 s for 20,000 samples at 32, 1.2 s at 1024, mostly compile).
+DEFAULT_BATCH_SIZE = 1024
 
 ACCEPTED = (
     "numpy arrays or tensors (or a list/dict of them, one per model input; dict keys are "
@@ -115,7 +117,7 @@ def _is_stream(data: Any) -> bool:
 def input_batches(model: keras.Model, data: Any, bsz: int | None) -> Iterator[Any]:
     """Yield the model's input batches from ``data``, one batch in memory at a time.
 
-    In-memory arrays are cut into batches of ``bsz`` (default 32, as ``predict``); a
+    In-memory arrays are cut into batches of ``bsz`` (default 1024); a
     dataset, PyDataset or iterable is already batched, and ``bsz`` is ignored.
     """
     arrays = in_memory_inputs(model, data)
