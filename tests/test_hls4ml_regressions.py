@@ -262,3 +262,24 @@ def test_symmetric_saturation_of_the_most_negative_input(tmp_path):
     k, i, f = model.get_layer("sym").pre_activation_quantizer.exact_format()
     assert (k == 1).all() and (i == 1).all() and (f == 2).all()  # fixed<4,2>
     assert model.predict(np.full((1, 8), -2.0, "float32"), verbose=0).min() == -1.75
+
+
+@pytest.mark.parametrize("pool", ["1d", "2d"])
+def test_max_pool_with_padding_on_unsigned_input(pool, tmp_path):
+    """hls4ml pads a max pool with the input type's top bit set, the most negative value
+    of a signed type but 2^(I-1) of an unsigned one (a ReLU output), so that value won
+    every window reaching the padding (fuzzer seed 1319: 1,024 of 1,024). Fix: padded
+    max pools read a signed type."""
+    from HGQ import HConv1D, PMaxPool1D, PMaxPool2D
+
+    if pool == "2d":
+        shape, conv = (5, 5, 2), HConv2D(3, 1, activation="relu", name="conv")
+        pooling = PMaxPool2D(3, strides=2, padding="same", name="pool")
+    else:
+        shape, conv = (7, 2), HConv1D(3, 1, activation="relu", name="conv")
+        pooling = PMaxPool1D(3, strides=2, padding="same", name="pool")
+    model = keras.Sequential([keras.Input(shape), HQuantize(name="inp_q"), conv, pooling])
+    x = np.random.default_rng(2).normal(scale=2, size=(256, *shape)).astype("float32")
+    model.predict(x, verbose=0)
+    set_fractional_bits(model.get_layer("conv"), 2)
+    assert_exact(model, x, tmp_path)

@@ -166,6 +166,32 @@ def _widen_quantizer_inputs(model_hls: ModelGraph) -> None:
             producer = model_hls.graph[producer.inputs[0]]
 
 
+def _sign_padded_max_pool_inputs(model_hls: ModelGraph) -> None:
+    """Make the input type of every padded max pool signed.
+
+    hls4ml fills a max pool's padding with the input type's most significant bit set
+    (``pad_val``), meant as the most negative value. Keras ignores padded cells. For a
+    signed type the two agree; for an unsigned one (a ReLU output, say) that pattern is
+    ``2^(I-1)``, a large positive value, which wins every window it is in (seed 1319
+    of the fuzzer: all 1,024 outputs wrong). One more bit, as a sign, makes the
+    pattern the most negative value again and changes no stored value.
+    """
+    from hls4ml.model.layers import Pooling1D, Pooling2D
+
+    for node in model_hls.graph.values():
+        if not isinstance(node, (Pooling1D, Pooling2D)) or node.get_attr("pool_op") != "Max":
+            continue
+        padding = [node.get_attr(f"pad_{side}", 0) for side in ("top", "bottom", "left", "right")]
+        if not any(padding):
+            continue
+        producer = model_hls.graph[node.inputs[0]]
+        precision = producer.get_output_variable().type.precision
+        if not precision.signed:
+            precision.signed = True
+            precision.width += 1
+            precision.integer += 1
+
+
 def _check_quantizers_kept(model_hls: ModelGraph, model: keras.Model) -> None:
     """Every per-element quantizer HGQ emitted must still be a layer of the hls4ml graph."""
     for layer in model.layers:
@@ -287,6 +313,7 @@ def _convert_flat(
         )
     _check_quantizers_kept(model_hls, model)
     _widen_quantizer_inputs(model_hls)
+    _sign_padded_max_pool_inputs(model_hls)
     relayout_tables(model_hls, model)
     if bias_accum is not None:
         _apply_bias_accum(model_hls, model, bias_accum)
