@@ -162,33 +162,47 @@ class HDenseHandler(HGQLayerHandler):
     handles = handler_keys(HDense, HDenseBatchNorm)
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
-        if len(in_tensors[0].shape) != 2:
-            raise ValueError(
-                f"HDense '{layer.name}' acts on inputs of shape {tuple(in_tensors[0].shape)}; "
-                "hls4ml converts Dense layers on flat inputs only. Put a PFlatten before it."
-            )
         kernel, bias = deployed_weights(layer)
         bias = bias if bias is not None else np.zeros(kernel.shape[-1])
-        relu = layer.activation_name == "relu"
-        dense_out = f"{target}_linear" if relu else target
-        steps = [
-            {
-                "name": layer.name,
-                "class_name": "Dense",
-                "data_format": "channels_last",
-                "weight_data": kernel,
-                "bias_data": bias,
-                "n_in": kernel.shape[0],
-                "n_out": kernel.shape[1],
-                "use_bias": True,
-                "input_keras_tensor_names": inputs,
-                "output_keras_tensor_names": [dense_out],
-            }
-        ]
-        if relu:
-            steps.append(
-                activation_step(f"{layer.name}_relu", "relu", dense_out, target, kernel.shape[1])
+        positions = element_shape(in_tensors[0])[:-1]
+        if len(positions) > 2:
+            raise ValueError(
+                f"HDense '{layer.name}' acts on inputs of shape {tuple(in_tensors[0].shape)}; "
+                "hls4ml converts it on inputs of rank 2 to 4 (batch, up to two position "
+                "axes, features). PReshape the position axes into one before it."
             )
+        relu = layer.activation_name == "relu"
+        linear_out = f"{target}_linear" if relu else target
+        if positions:  # one kernel for every position: a 1x1 (pointwise) convolution
+            step = gen_conv_config(
+                in_shape=tuple(element_shape(in_tensors[0])),
+                out_shape=tuple(element_shape(out_tensors[0])),
+                ker_px_shape=(1,) * len(positions),
+                strides=(1,) * len(positions),
+                padding="valid",
+                data_format="channels_last",
+                name=layer.name,
+            )
+            step.update(
+                class_name=f"Conv{len(positions)}D",
+                weight_data=kernel.reshape((1,) * len(positions) + kernel.shape),
+                parallelization_factor=int(layer.parallel_factor),
+            )
+        else:
+            step = {"class_name": "Dense", "n_in": kernel.shape[0], "n_out": kernel.shape[1]}
+            step.update(weight_data=kernel)
+        step.update(
+            name=layer.name,
+            data_format="channels_last",
+            bias_data=bias,
+            use_bias=True,
+            input_keras_tensor_names=inputs,
+            output_keras_tensor_names=[linear_out],
+        )
+        steps = [step]
+        if relu:
+            n_out = int(np.prod(element_shape(out_tensors[0])))
+            steps.append(activation_step(f"{layer.name}_relu", "relu", linear_out, target, n_out))
         return steps
 
 

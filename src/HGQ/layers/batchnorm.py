@@ -235,7 +235,7 @@ class HDenseBatchNorm(FusedBatchNormMixin, HDense):
     def bops_surrogate(self):
         kernel_bits = self.kernel_quantizer.surrogate_bitwidth(self.surrogate_kernel_values())
         with full_precision():
-            return ops.sum(ops.matmul(self.input_bitwidth(), kernel_bits))
+            return ops.sum(ops.matmul(self.input_bitwidth(), kernel_bits)) * self.bops_scale
 
 
 @keras.saving.register_keras_serializable(package="HGQ")
