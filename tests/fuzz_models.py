@@ -117,6 +117,7 @@ STRUCTURE_FEATURES = (
     "zero_width_layer",
     "zero_width_some",
     "nested_model",
+    "dense_on_positions",
 )
 
 #: Element-wise Keras activations (softmax-like ones are refused by design; not drawn).
@@ -252,9 +253,13 @@ class _Builder:
         sequential: bool,
         bops_reg_factor: float,
         overflow_rng: np.random.Generator,
+        position_rng: np.random.Generator,
     ):
         self.rng = rng
         self.overflow_rng = overflow_rng
+        #: Its own stream: whether an HDense keeps the position axes, and its
+        #: parallel_factor, so that the cases that flatten are as they always were.
+        self.position_rng = position_rng
         self.sequential = sequential
         self.bops_reg_factor = bops_reg_factor
         self.nodes: list[_Node] = []
@@ -351,7 +356,15 @@ class _Builder:
 
     # ---------------------------------------------------------- one-input ops
     def dense(self, node: _Node, units: int | None = None) -> _Node:
-        if len(node.shape) > 1:
+        """HDense (maybe fused with BatchNorm): on the last axis of a rank-2/3 tensor
+        (one kernel for every position) or on the flattened tensor."""
+        positions = int(np.prod(node.shape[:-1]))
+        keep = 1 < len(node.shape) <= 3 and self.position_rng.random() < 0.4
+        parallel_factor = 1
+        if keep:
+            parallel_factor = positions if self.position_rng.random() < 0.3 else 1
+            self.features.add("dense_on_positions")
+        elif len(node.shape) > 1:
             node = self.apply(PFlatten(name=self.name("flatten")), [node])
         cls = HDenseBatchNorm if self.rng.random() < 0.3 else HDense
         layer = cls(
@@ -359,7 +372,8 @@ class _Builder:
             activation="relu" if self.rng.random() < 0.5 else "linear",
             use_bias=bool(self.rng.random() < 0.7),
             name=self.name(cls.__name__.lower()),
-            **self.h_kwargs(1, kernel_rank=2),
+            parallel_factor=parallel_factor,
+            **self.h_kwargs(len(node.shape), kernel_rank=2),
         )
         return self.apply(layer, [node])
 
@@ -603,7 +617,13 @@ def generate_case(seed: int) -> Case:
     rng = np.random.default_rng(seed)
     sequential = rng.random() < 0.25
     bops_reg_factor = 0.0 if rng.random() < 0.2 else _log_uniform(rng, 1e-7, 1e-2)
-    builder = _Builder(rng, sequential, bops_reg_factor, np.random.default_rng([seed, 3]))
+    builder = _Builder(
+        rng,
+        sequential,
+        bops_reg_factor,
+        np.random.default_rng([seed, 3]),
+        np.random.default_rng([seed, 6]),
+    )
 
     n_inputs = 1 if sequential else int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
     if n_inputs > 1:
