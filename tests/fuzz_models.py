@@ -61,6 +61,10 @@ from HGQ import (
     PConcatenate,
     PDropout,
     PFlatten,
+    PGlobalAvgPool1D,
+    PGlobalAvgPool2D,
+    PGlobalMaxPool1D,
+    PGlobalMaxPool2D,
     PMaxPool1D,
     PMaxPool2D,
     PPermute,
@@ -97,6 +101,11 @@ LAYER_CLASSES: tuple[type, ...] = (
     PMaxPool2D,
     PAvgPool1D,
     PAvgPool2D,
+    PGlobalMaxPool1D,
+    PGlobalMaxPool2D,
+    PGlobalAvgPool1D,
+    # PGlobalAvgPool2D needs a power-of-two area, rare in random shapes: it is drawn
+    # when one comes up, and test_global_pooling converts it on purpose.
 )
 
 #: Structural features the self-test expects to see over a few dozen seeds.
@@ -260,6 +269,9 @@ class _Builder:
         #: Its own stream: whether an HDense keeps the position axes, and its
         #: parallel_factor, so that the cases that flatten are as they always were.
         self.position_rng = position_rng
+        #: Its own stream too: whether a step is a global pool (issue 14's layers).
+        spawned = position_rng.bit_generator.seed_seq.spawn(1)[0]
+        self.global_pool_rng = np.random.default_rng(spawned)
         self.sequential = sequential
         self.bops_reg_factor = bops_reg_factor
         self.nodes: list[_Node] = []
@@ -528,6 +540,21 @@ class _Builder:
         return self.apply(layer, branches)
 
     # ----------------------------------------------------------- the graph
+    def global_pool(self, node: _Node) -> _Node:
+        """Global max or average pool over the positions of a rank-2/3 tensor (the
+        average only over a power-of-two count, the one it can do exactly)."""
+        positions = int(np.prod(node.shape[:-1]))
+        average = positions & (positions - 1) == 0 and self.global_pool_rng.random() < 0.7
+        rank = len(node.shape) - 1
+        cls = {
+            (1, False): PGlobalMaxPool1D,
+            (1, True): PGlobalAvgPool1D,
+            (2, False): PGlobalMaxPool2D,
+        }.get((rank, average), PGlobalAvgPool2D)
+        keepdims = bool(self.global_pool_rng.random() < 0.2)
+        layer = cls(keepdims=keepdims, name=self.name(cls.__name__.lower()))
+        return self.apply(layer, [node])
+
     def step(self) -> None:
         """Apply one random operation to a random tensor."""
         node = self.pick()
@@ -552,6 +579,12 @@ class _Builder:
     def finish(self) -> list[_Node]:
         """Model outputs: every unused tensor (merged down to at most three)."""
         leaves = [n for n in self.nodes if n.consumers == 0]
+        for index, leaf in enumerate(leaves):  # Deep Sets' end: pool the positions away
+            if len(leaf.shape) in (2, 3) and self.global_pool_rng.random() < 0.4:
+                pooled = self.global_pool(leaf)
+                if self.global_pool_rng.random() < 0.5:
+                    pooled = self.dense(pooled)
+                leaves[index] = pooled
         while len(leaves) > 3:
             a, b = leaves.pop(), leaves.pop()
             flat = [n if len(n.shape) == 1 else self.flatten(n) for n in (a, b)]

@@ -30,7 +30,16 @@ from HGQ.layers.batchnorm import HConv1DBatchNorm, HConv2DBatchNorm, HDenseBatch
 from HGQ.layers.concatenate import PConcatenate
 from HGQ.layers.conv import HConv1D, HConv2D
 from HGQ.layers.dropout import PDropout
-from HGQ.layers.pooling import PAvgPool1D, PAvgPool2D, PMaxPool1D, PMaxPool2D
+from HGQ.layers.pooling import (
+    PAvgPool1D,
+    PAvgPool2D,
+    PGlobalAvgPool1D,
+    PGlobalAvgPool2D,
+    PGlobalMaxPool1D,
+    PGlobalMaxPool2D,
+    PMaxPool1D,
+    PMaxPool2D,
+)
 from HGQ.layers.reshaping import PFlatten, PPermute, PReshape
 
 if TYPE_CHECKING:
@@ -414,26 +423,68 @@ class PDropoutHandler(PassiveLayerHandler):
         return [identity_step(layer, inputs[0], target)]
 
 
+def pool_step(layer, in_shape, out_shape, inputs: list[str], output: str) -> dict[str, Any]:
+    """An hls4ml ``Pooling1D``/``Pooling2D`` step of ``layer``'s window on these shapes."""
+    rank = len(layer.pool_size)
+    op = "Max" if layer.kind == "max" else "Average"
+    config = gen_conv_config(
+        in_shape=tuple(in_shape),
+        out_shape=tuple(out_shape),
+        ker_px_shape=tuple(layer.pool_size),
+        strides=tuple(layer.strides),
+        padding=layer.padding,
+        data_format="channels_last",
+        name=layer.name,
+    )
+    config["pool_width"] = config.pop("filt_width")
+    if rank == 2:
+        config["pool_height"] = config.pop("filt_height")
+    else:
+        config["n_in"] = config["in_width"]
+        config["n_out"] = config["out_width"]
+    config.update(
+        name=layer.name,
+        class_name=f"{op}Pooling{rank}D",
+        data_format="channels_last",
+        input_keras_tensor_names=inputs,
+        output_keras_tensor_names=[output],
+    )
+    return config
+
+
 class PPoolHandler(PassiveLayerHandler):
     """Max and average pools: hls4ml ``Pooling1D``/``Pooling2D``."""
 
     handles = handler_keys(PMaxPool1D, PMaxPool2D, PAvgPool1D, PAvgPool2D)
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
-        rank = len(layer.pool_size)
-        op = "Max" if isinstance(layer, (PMaxPool1D, PMaxPool2D)) else "Average"
-        config = window_geometry(layer, in_tensors, out_tensors, layer.pool_size)
-        config["pool_width"] = config.pop("filt_width")
-        if rank == 2:
-            config["pool_height"] = config.pop("filt_height")
-        else:
-            config["n_in"] = config["in_width"]
-            config["n_out"] = config["out_width"]
-        config.update(
-            name=layer.name,
-            class_name=f"{op}Pooling{rank}D",
-            data_format="channels_last",
-            input_keras_tensor_names=inputs,
-            output_keras_tensor_names=[target],
-        )
-        return [config]
+        in_shape, out_shape = element_shape(in_tensors[0]), element_shape(out_tensors[0])
+        return [pool_step(layer, in_shape, out_shape, inputs, target)]
+
+
+class PGlobalPoolHandler(PassiveLayerHandler):
+    """Global pools: a pool over the whole spatial extent, then (unless ``keepdims``) a
+    Reshape to the channels. Both are paths already exact for the windowed pools."""
+
+    handles = handler_keys(PGlobalMaxPool1D, PGlobalMaxPool2D, PGlobalAvgPool1D, PGlobalAvgPool2D)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        in_shape = element_shape(in_tensors[0])
+        pooled_shape = [1] * len(layer.pool_size) + in_shape[-1:]
+        if layer.keepdims:
+            return [pool_step(layer, in_shape, pooled_shape, inputs, target)]
+        is_output = target in _converting.get()
+        pooled, reshaped = f"{target}_pooled", f"{target}_reshaped" if is_output else target
+        steps = [
+            pool_step(layer, in_shape, pooled_shape, inputs, pooled),
+            {
+                "name": f"{layer.name}_reshape",
+                "class_name": "Reshape",
+                "target_shape": in_shape[-1:],
+                "input_keras_tensor_names": [pooled],
+                "output_keras_tensor_names": [reshaped],
+            },
+        ]
+        if is_output:
+            steps.append(identity_step(layer, reshaped, target))
+        return steps

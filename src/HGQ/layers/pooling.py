@@ -283,3 +283,119 @@ __all__ = [
     "PMaxPooling1D",
     "PMaxPooling2D",
 ]
+
+
+class _PGlobalPoolBase(_PPoolBase):
+    """A pool whose window is the whole spatial extent (``keras.layers.Global*Pooling``).
+
+    The window is known at build; until then ``pool_size`` is a placeholder. With
+    ``keepdims=False`` (Keras's default) the spatial axes are dropped.
+    """
+
+    def __init__(self, data_format: str | None = None, keepdims: bool = False, **kwargs):
+        super().__init__(pool_size=1, data_format=data_format, **kwargs)
+        self.keepdims = bool(keepdims)
+
+    def build(self, input_shape) -> None:
+        spatial = tuple(self._check_input_shape(input_shape))[1:-1]
+        if all(d is not None for d in spatial):
+            self.pool_size = self.strides = tuple(int(d) for d in spatial)
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        shape = self._check_input_shape(input_shape)
+        if self.keepdims:
+            return (shape[0], *(1,) * self.rank, shape[-1])
+        return (shape[0], shape[-1])
+
+    def _drop_spatial(self, x, batch: bool):
+        if self.keepdims:
+            return x
+        return ops.reshape(x, (-1, x.shape[-1]) if batch else (x.shape[-1],))
+
+    def call(self, inputs):
+        return self._drop_spatial(self._pool(inputs), batch=True)
+
+    def transform_bitwidth(self, bitwidth):
+        return self._drop_spatial(super().transform_bitwidth(bitwidth), batch=False)
+
+    def exact_output_format(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(
+            a if self.keepdims else a.reshape(a.shape[-1]) for a in super().exact_output_format()
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        for key in ("pool_size", "strides", "padding"):
+            config.pop(key)
+        config["keepdims"] = self.keepdims
+        return config
+
+
+class _PGlobalMaxPoolBase(_PGlobalPoolBase, _PMaxPoolBase):
+    """Global max pooling: the output is one of the inputs of its channel."""
+
+
+class _PGlobalAvgPoolBase(_PGlobalPoolBase, _PAvgPoolBase):
+    """Global average pooling: exact when the spatial size is a power of two."""
+
+    def build(self, input_shape) -> None:
+        spatial = tuple(self._check_input_shape(input_shape))[1:-1]
+        area = math.prod(int(d) for d in spatial if d is not None)
+        if area & (area - 1):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': averages {area} values per channel "
+                f"(input {spatial}); dividing by a number that is not a power of two is not "
+                "exact in fixed point. Pad or crop the positions to a power of two (e.g. 16 "
+                "particles), or use the global max pool."
+            )
+        self.extra_bits = self.extra_fractional_bits = int(area).bit_length() - 1
+        super().build(input_shape)
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class PGlobalMaxPool1D(_PGlobalMaxPoolBase):
+    """``keras.layers.GlobalMaxPooling1D`` (channels_last): max over the steps (particles)."""
+
+    rank = 1
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class PGlobalMaxPool2D(_PGlobalMaxPoolBase):
+    """``keras.layers.GlobalMaxPooling2D`` (channels_last): max over height and width."""
+
+    rank = 2
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class PGlobalAvgPool1D(_PGlobalAvgPoolBase):
+    """``keras.layers.GlobalAveragePooling1D`` over a power-of-two number of steps.
+
+    Output bits: max over the steps plus ``log2(steps)`` (the division is a shift).
+    """
+
+    rank = 1
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class PGlobalAvgPool2D(_PGlobalAvgPoolBase):
+    """``keras.layers.GlobalAveragePooling2D`` over a power-of-two area."""
+
+    rank = 2
+
+
+PGlobalMaxPooling1D = PGlobalMaxPool1D
+PGlobalMaxPooling2D = PGlobalMaxPool2D
+PGlobalAveragePooling1D = PGlobalAvgPool1D
+PGlobalAveragePooling2D = PGlobalAvgPool2D
+
+__all__ += [
+    "PGlobalAvgPool1D",
+    "PGlobalAvgPool2D",
+    "PGlobalAveragePooling1D",
+    "PGlobalAveragePooling2D",
+    "PGlobalMaxPool1D",
+    "PGlobalMaxPool2D",
+    "PGlobalMaxPooling1D",
+    "PGlobalMaxPooling2D",
+]

@@ -28,6 +28,10 @@ HGQ_REPLACEMENTS: dict[str, str] = {
     "MaxPooling2D": "PMaxPool2D",
     "AveragePooling1D": "PAvgPool1D",
     "AveragePooling2D": "PAvgPool2D",
+    "GlobalMaxPooling1D": "PGlobalMaxPool1D",
+    "GlobalMaxPooling2D": "PGlobalMaxPool2D",
+    "GlobalAveragePooling1D": "PGlobalAvgPool1D",
+    "GlobalAveragePooling2D": "PGlobalAvgPool2D",
     "BatchNormalization": "HDenseBatchNorm / HConv1DBatchNorm / HConv2DBatchNorm (fused)",
 }
 
