@@ -55,7 +55,9 @@ from HGQ import (
     HConv2DBatchNorm,
     HDense,
     HDenseBatchNorm,
+    HMultiply,
     HQuantize,
+    HSubtract,
     PAvgPool1D,
     PAvgPool2D,
     PConcatenate,
@@ -82,6 +84,8 @@ FLOAT32_RANGE_WARNING = "bits wide, more than float32's"
 
 #: Every layer class the generator draws from; the self-test checks all occur.
 LAYER_CLASSES: tuple[type, ...] = (
+    HMultiply,
+    HSubtract,
     HQuantize,
     Signature,
     HDense,
@@ -506,7 +510,10 @@ class _Builder:
         branches = [node] + [self.same_shape_branch(node) for _ in range(count - 1)]
         if count == 3:
             self.features.add("add3")
-        layer = HAdd(name=self.name("add"), **self.h_kwargs(len(node.shape)))
+        # Which merge, from the global-pool stream: the other draws stay as they were.
+        roll = self.global_pool_rng.random()
+        cls = HMultiply if roll < 0.25 else HSubtract if roll < 0.4 and count == 2 else HAdd
+        layer = cls(name=self.name(cls.__name__[1:].lower()), **self.h_kwargs(len(node.shape)))
         return self.apply(layer, branches)
 
     def concatenate(self, node: _Node) -> _Node:

@@ -25,7 +25,7 @@ from hls4ml.converters.keras_v3.conv import gen_conv_config
 import HGQ.hls4ml_hook.quantizer_layer  # noqa: F401  (registers HGQ's quantizer layer)
 from HGQ.hls4ml_hook.formats import fixed_point_quantizer, quantizer_rounding
 from HGQ.layers import HActivation, HDense, HKernelLayer, HQuantize, QLayerBase, Signature
-from HGQ.layers.add import HAdd
+from HGQ.layers.add import HAdd, HMultiply, HSubtract
 from HGQ.layers.batchnorm import HConv1DBatchNorm, HConv2DBatchNorm, HDenseBatchNorm
 from HGQ.layers.concatenate import PConcatenate
 from HGQ.layers.conv import HConv1D, HConv2D
@@ -298,17 +298,20 @@ def chained(name: str, inputs: list[str], target: str, make_step) -> list[dict[s
     return steps
 
 
-class HAddHandler(HGQLayerHandler):
-    """HAdd: hls4ml ``Merge`` additions (widths from the bit-exact pass), then its quantizer."""
+class HMergeHandler(HGQLayerHandler):
+    """HAdd, HSubtract, HMultiply: hls4ml ``Merge`` steps, two inputs at a time (widths
+    from the bit-exact pass), then the layer's quantizer."""
 
-    handles = handler_keys(HAdd)
+    handles = handler_keys(HAdd, HSubtract, HMultiply)
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        op = {HAdd: "add", HSubtract: "subtract", HMultiply: "multiply"}[type(layer)]
+
         def add(name, pair, out):
             return {
                 "name": name,
                 "class_name": "Merge",
-                "op": "add",
+                "op": op,
                 "output_shape": element_shape(out_tensors[0]),
                 "input_keras_tensor_names": pair,
                 "output_keras_tensor_names": [out],

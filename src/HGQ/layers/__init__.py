@@ -1,7 +1,7 @@
 """HGQ layers: H-layers quantize their outputs (and kernels); P-layers move values."""
 
 from HGQ.layers.activation import HActivation
-from HGQ.layers.add import HAdd
+from HGQ.layers.add import HAdd, HMultiply, HSubtract
 from HGQ.layers.base import HBaseLayer, HKernelLayer, PLayerBase, QLayerBase
 from HGQ.layers.batchnorm import HConv1DBatchNorm, HConv2DBatchNorm, HDenseBatchNorm
 from HGQ.layers.concatenate import PConcatenate
@@ -41,6 +41,8 @@ __all__ = [
     "HDense",
     "HDenseBatchNorm",
     "HKernelLayer",
+    "HMultiply",
+    "HSubtract",
     "HQuantize",
     "PAveragePooling1D",
     "PAveragePooling2D",

@@ -1,4 +1,5 @@
-"""HAdd: element-wise sum of two or more quantized tensors, quantized per element."""
+"""Element-wise merges of quantized tensors, quantized per element: HAdd, HSubtract,
+HMultiply."""
 
 from __future__ import annotations
 
@@ -6,55 +7,51 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from HGQ.layers.base import HBaseLayer
 
 
 def _as_shape_list(input_shape: Any) -> list[tuple[int | None, ...]]:
-    """``input_shape`` as a list of tuples; a single shape is not a valid HAdd input."""
+    """``input_shape`` as a list of tuples; a single shape is not a valid merge input."""
     if not isinstance(input_shape, (list, tuple)) or not input_shape:
-        raise ValueError(f"HAdd expects a list of input shapes, got {input_shape!r}.")
+        raise ValueError(f"A merge layer expects a list of input shapes, got {input_shape!r}.")
     if not isinstance(input_shape[0], (list, tuple)):
         # One shape (a tuple of ints/None): HAdd was called on a single tensor.
         return [tuple(input_shape)]
     return [tuple(shape) for shape in input_shape]
 
 
-@keras.saving.register_keras_serializable(package="HGQ")
-class HAdd(HBaseLayer):
-    """``keras.layers.Add`` for HGQ: sums two or more inputs, then quantizes per element.
+class HMergeBase(HBaseLayer):
+    """Two or more inputs of one shape (no broadcasting), combined element by element.
 
-    Why an H-layer and not a passive one: the exact sum of fixed-point numbers of
-    different formats needs the union of their formats plus carry bits, which grows
-    with every residual connection; quantizing the sum lets the output bitwidths be
-    learned (and penalised) like any other activation.
-
-    Cost: adders are free in the EBOPs model (only multiplications count), so this
-    layer's EBOPs are 0; it still exposes its output bitwidth map for the layers it
-    feeds.
-
-    Rounding: there is no bias to absorb the half-LSB offset of round-to-nearest
-    (it would cost an extra adder per element in hardware), so
-    ``rnd_strategy='auto'`` truncates (``AP_TRN``) the output. Ask for
-    ``'standard_round'`` explicitly to round half up instead.
-
-    All inputs must have the same shape (no broadcasting): every output element has
-    its own format, so each must come from exactly one element of every input.
+    Every output element has its own format, so each must come from exactly one
+    element of every input. There is no bias to absorb the half-LSB offset of
+    round-to-nearest, so ``rnd_strategy='auto'`` truncates (``AP_TRN``) the output.
     """
 
     output_absorbs_rounding = False
+    #: Most inputs the layer takes (None: any number from two).
+    max_inputs: int | None = None
 
     def __init__(self, **kwargs):
         kwargs.pop("kernel_quantizer_config", None)  # nothing to multiply by
         super().__init__(**kwargs)
 
+    def _call_hint(self) -> str:
+        return (
+            f"Call it as {type(self).__name__}()([a, b{'' if self.max_inputs == 2 else ', ...'}])."
+        )
+
     def compute_output_shape(self, input_shape: Sequence[Any]) -> tuple[int | None, ...]:
+        kind = type(self).__name__
         shapes = _as_shape_list(input_shape)
-        if len(shapes) < 2:
+        if len(shapes) < 2 or (self.max_inputs is not None and len(shapes) > self.max_inputs):
+            wanted = "exactly two" if self.max_inputs == 2 else "at least two"
             raise ValueError(
-                f"HAdd '{self.name}' needs a list of at least two inputs, got "
-                f"{len(shapes)}. Call it as HAdd()([a, b, ...])."
+                f"{kind} '{self.name}' needs a list of {wanted} inputs, got {len(shapes)}. "
+                f"{self._call_hint()}"
             )
         first = shapes[0]
         for index, shape in enumerate(shapes[1:], start=1):
@@ -63,8 +60,8 @@ class HAdd(HBaseLayer):
                 for a, b in zip(shape[1:], first[1:], strict=True)
             ):
                 raise ValueError(
-                    f"HAdd '{self.name}': input {index} has shape {shape}, but input 0 has "
-                    f"{first}. All inputs must have the same shape (HAdd does not "
+                    f"{kind} '{self.name}': input {index} has shape {shape}, but input 0 has "
+                    f"{first}. All inputs must have the same shape ({kind} does not "
                     "broadcast); reshape them first (e.g. PReshape) or use HDense to "
                     "match the sizes."
                 )
@@ -75,18 +72,89 @@ class HAdd(HBaseLayer):
         ]
         return tuple(merged)
 
-    def forward(self, inputs, training=None):
+    def _inputs(self, inputs) -> list[Any]:
         if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
             raise ValueError(
-                f"HAdd '{self.name}' needs a list of at least two inputs; call it as "
-                "HAdd()([a, b, ...])."
+                f"{type(self).__name__} '{self.name}' needs a list of inputs. {self._call_hint()}"
             )
-        total = inputs[0]
-        for tensor in inputs[1:]:
-            total = ops.add(total, tensor)
-        return total
+        return list(inputs)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.pop("kernel_quantizer_config", None)
         return config
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class HAdd(HMergeBase):
+    """``keras.layers.Add`` for HGQ: sums two or more inputs, then quantizes per element.
+
+    Why an H-layer and not a passive one: the exact sum of fixed-point numbers of
+    different formats needs the union of their formats plus carry bits, which grows
+    with every residual connection; quantizing the sum lets the output bitwidths be
+    learned (and penalised) like any other activation.
+
+    Cost: adders are free in the EBOPs model (only multiplications count), so this
+    layer's EBOPs are 0; it still exposes its output bitwidth map for the layers it
+    feeds. Ask for ``rnd_strategy='standard_round'`` to round half up instead of
+    truncating.
+    """
+
+    def forward(self, inputs, training=None):
+        inputs = self._inputs(inputs)
+        total = inputs[0]
+        for tensor in inputs[1:]:
+            total = ops.add(total, tensor)
+        return total
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class HSubtract(HMergeBase):
+    """``keras.layers.Subtract`` for HGQ: ``a - b``, quantized per element; 0 EBOPs."""
+
+    max_inputs = 2
+
+    def forward(self, inputs, training=None):
+        first, second = self._inputs(inputs)
+        return ops.subtract(first, second)
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class HMultiply(HMergeBase):
+    """``keras.layers.Multiply`` for HGQ: the element-wise product, quantized per element.
+
+    EBOPs: a product of two operands costs the product of their widths, per element.
+    More inputs are multiplied in turn, each partial product exactly (its width is the
+    sum of its factors' widths), as the deployed chain of two-input multipliers does.
+    """
+
+    def forward(self, inputs, training=None):
+        inputs = self._inputs(inputs)
+        product = inputs[0]
+        for tensor in inputs[1:]:
+            product = ops.multiply(product, tensor)
+        return product
+
+    def bops_surrogate(self):
+        widths = [self.input_bitwidth(i) for i in range(len(self._input_source_refs))]
+        return _chained_product_bops(widths, ops)
+
+    def compute_exact_bops(self) -> float:
+        refs = self._input_source_refs
+        widths = [self.exact_input_bitwidth(i).astype(np.float64) for i in range(len(refs))]
+        return float(_chained_product_bops(widths, np))
+
+
+def _chained_product_bops(widths: list[Any], xp: Any) -> Any:
+    """EBOPs of multiplying ``widths[0] * widths[1] * ...`` in turn, per element.
+
+    ``xp``: ``keras.ops`` (training) or ``numpy`` (exact). A partial product is as wide
+    as its factors together, and 0 wide (a constant 0) when a factor is.
+    """
+    bops = 0.0
+    partial = widths[0]
+    for width in widths[1:]:
+        cost = partial * width
+        bops = bops + xp.sum(cost)
+        partial = xp.where(cost > 0, partial + width, 0.0)
+    return bops

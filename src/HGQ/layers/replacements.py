@@ -19,6 +19,8 @@ HGQ_REPLACEMENTS: dict[str, str] = {
     "ReLU": "HActivation('relu')",
     "Softmax": "HActivation",
     "Add": "HAdd",
+    "Subtract": "HSubtract",
+    "Multiply": "HMultiply",
     "Concatenate": "PConcatenate",
     "Flatten": "PFlatten",
     "Reshape": "PReshape",
