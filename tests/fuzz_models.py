@@ -55,6 +55,7 @@ from HGQ import (
     HConv2DBatchNorm,
     HDense,
     HDenseBatchNorm,
+    HEinsumDense,
     HMultiply,
     HQuantize,
     HSubtract,
@@ -131,6 +132,7 @@ STRUCTURE_FEATURES = (
     "zero_width_some",
     "nested_model",
     "dense_on_positions",
+    "einsum_dense",
 )
 
 #: Element-wise Keras activations (softmax-like ones are refused by design; not drawn).
@@ -276,6 +278,8 @@ class _Builder:
         #: Its own stream too: whether a step is a global pool (issue 14's layers).
         spawned = position_rng.bit_generator.seed_seq.spawn(1)[0]
         self.global_pool_rng = np.random.default_rng(spawned)
+        #: And another: whether a Dense on positions is an HEinsumDense, and which.
+        self.einsum_rng = np.random.default_rng(position_rng.bit_generator.seed_seq.spawn(1)[0])
         self.sequential = sequential
         self.bops_reg_factor = bops_reg_factor
         self.nodes: list[_Node] = []
@@ -383,13 +387,53 @@ class _Builder:
         elif len(node.shape) > 1:
             node = self.apply(PFlatten(name=self.name("flatten")), [node])
         cls = HDenseBatchNorm if self.rng.random() < 0.3 else HDense
+        units = units if units is not None else int(self.rng.integers(1, 13))
+        activation = "relu" if self.rng.random() < 0.5 else "linear"
+        use_bias = bool(self.rng.random() < 0.7)
+        if keep and self.einsum_rng.random() < 0.6:
+            return self.einsum_dense(node, units, activation, use_bias)
         layer = cls(
-            units if units is not None else int(self.rng.integers(1, 13)),
-            activation="relu" if self.rng.random() < 0.5 else "linear",
-            use_bias=bool(self.rng.random() < 0.7),
+            units,
+            activation=activation,
+            use_bias=use_bias,
             name=self.name(cls.__name__.lower()),
             parallel_factor=parallel_factor,
             **self.h_kwargs(len(node.shape), kernel_rank=2),
+        )
+        return self.apply(layer, [node])
+
+    def einsum_dense(self, node: _Node, units: int, activation: str, use_bias: bool) -> _Node:
+        """HEinsumDense with a 2-D kernel on a rank-2/3 tensor: over the features, over a
+        position axis (an MLP-Mixer's token mixing), or written with ``...``."""
+        shape = node.shape
+        # (equation, Keras output_shape, index of the contracted input axis)
+        if len(shape) == 2:
+            choices = [
+                ("abc,cd->abd", (shape[0], units), 1),
+                ("abc,bd->adc", (units, shape[1]), 0),
+                ("...c,cd->...d", (units,), 1),
+            ]
+        else:
+            choices = [
+                ("abcd,de->abce", (shape[0], shape[1], units), 2),
+                ("abcd,ce->abed", (shape[0], units, shape[2]), 1),
+                ("...c,cd->...d", (units,), 2),
+            ]
+        equation, output_shape, contracted = choices[int(self.einsum_rng.integers(len(choices)))]
+        positions = int(np.prod(shape)) // shape[contracted]
+        bias_axes = None
+        if use_bias:
+            letters = equation.split("->")[1].replace("...", "")[-len(output_shape) :]
+            bias_axes = letters[-1] if self.einsum_rng.random() < 0.5 else letters[-2:]
+        self.features.add("einsum_dense")
+        layer = HEinsumDense(
+            equation,
+            output_shape,
+            activation=activation,
+            bias_axes=bias_axes,
+            parallel_factor=positions if self.einsum_rng.random() < 0.3 else 1,
+            name=self.name("heinsumdense"),
+            **self.h_kwargs(len(shape), kernel_rank=2),
         )
         return self.apply(layer, [node])
 

@@ -30,6 +30,7 @@ from HGQ.layers.batchnorm import HConv1DBatchNorm, HConv2DBatchNorm, HDenseBatch
 from HGQ.layers.concatenate import PConcatenate
 from HGQ.layers.conv import HConv1D, HConv2D
 from HGQ.layers.dropout import PDropout
+from HGQ.layers.einsum_dense import HEinsumDense, without_batch
 from HGQ.layers.pooling import (
     PAvgPool1D,
     PAvgPool2D,
@@ -211,6 +212,36 @@ class HDenseHandler(HGQLayerHandler):
         steps = [step]
         if relu:
             n_out = int(np.prod(element_shape(out_tensors[0])))
+            steps.append(activation_step(f"{layer.name}_relu", "relu", linear_out, target, n_out))
+        return steps
+
+
+class HEinsumDenseHandler(HGQLayerHandler):
+    """HEinsumDense: hls4ml ``EinsumDense`` (one bias per output element), then ReLU if any."""
+
+    handles = handler_keys(HEinsumDense)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        kernel, bias = deployed_weights(layer)
+        out_shape = tuple(element_shape(out_tensors[0]))
+        relu = layer.activation_name == "relu"
+        linear_out = f"{target}_linear" if relu else target
+        steps = [
+            {
+                "name": layer.name,
+                "class_name": "EinsumDense",
+                "equation": without_batch(layer.equation),
+                "weight_data": kernel,
+                "bias_data": bias if bias is not None else np.zeros(out_shape),
+                "inp_shape": tuple(element_shape(in_tensors[0])),
+                "out_shape": out_shape,
+                "parallelization_factor": int(layer.parallel_factor),
+                "input_keras_tensor_names": inputs,
+                "output_keras_tensor_names": [linear_out],
+            }
+        ]
+        if relu:
+            n_out = int(np.prod(out_shape))
             steps.append(activation_step(f"{layer.name}_relu", "relu", linear_out, target, n_out))
         return steps
 

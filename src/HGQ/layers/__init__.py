@@ -8,6 +8,7 @@ from HGQ.layers.concatenate import PConcatenate
 from HGQ.layers.conv import HConv1D, HConv2D
 from HGQ.layers.dense import HDense
 from HGQ.layers.dropout import PDropout
+from HGQ.layers.einsum_dense import HEinsumDense
 from HGQ.layers.pooling import (
     PAveragePooling1D,
     PAveragePooling2D,
@@ -40,6 +41,7 @@ __all__ = [
     "HConv2DBatchNorm",
     "HDense",
     "HDenseBatchNorm",
+    "HEinsumDense",
     "HKernelLayer",
     "HMultiply",
     "HSubtract",

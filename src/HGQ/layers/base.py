@@ -479,8 +479,11 @@ class HKernelLayer(HBaseLayer):
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
 
-    def build_kernel(self, kernel_shape: tuple[int, ...]) -> None:
-        """Create the kernel, the bias (one per output channel) and the kernel quantizer."""
+    def build_kernel(
+        self, kernel_shape: tuple[int, ...], bias_shape: tuple[int, ...] | None = None
+    ) -> None:
+        """Create the kernel, the bias (one per output channel unless ``bias_shape`` says
+        otherwise) and the kernel quantizer."""
         self.kernel = self.add_weight(
             name="kernel",
             shape=kernel_shape,
@@ -491,7 +494,7 @@ class HKernelLayer(HBaseLayer):
         if self.use_bias:
             self.bias = self.add_weight(
                 name="bias",
-                shape=(kernel_shape[-1],),
+                shape=bias_shape if bias_shape is not None else (kernel_shape[-1],),
                 initializer=self.bias_initializer,
                 regularizer=self.bias_regularizer,
                 constraint=self.bias_constraint,
