@@ -58,6 +58,7 @@ from HGQ import (
     HEinsumDense,
     HMultiply,
     HQuantize,
+    HSoftmax,
     HSubtract,
     PAvgPool1D,
     PAvgPool2D,
@@ -85,6 +86,8 @@ FLOAT32_RANGE_WARNING = "bits wide, more than float32's"
 
 #: Every layer class the generator draws from; the self-test checks all occur.
 LAYER_CLASSES: tuple[type, ...] = (
+    HEinsumDense,
+    HSoftmax,
     HMultiply,
     HSubtract,
     HQuantize,
@@ -280,6 +283,8 @@ class _Builder:
         self.global_pool_rng = np.random.default_rng(spawned)
         #: And another: whether a Dense on positions is an HEinsumDense, and which.
         self.einsum_rng = np.random.default_rng(position_rng.bit_generator.seed_seq.spawn(1)[0])
+        #: And one for HSoftmax in place of an HActivation.
+        self.softmax_rng = np.random.default_rng(position_rng.bit_generator.seed_seq.spawn(1)[0])
         self.sequential = sequential
         self.bops_reg_factor = bops_reg_factor
         self.nodes: list[_Node] = []
@@ -473,7 +478,25 @@ class _Builder:
 
     def activation(self, node: _Node) -> _Node:
         act = ELEMENTWISE_ACTIVATIONS[self.rng.integers(len(ELEMENTWISE_ACTIVATIONS))]
-        layer = HActivation(act, name=self.name(f"act_{act}"), **self.h_kwargs(len(node.shape)))
+        kwargs = self.h_kwargs(len(node.shape))
+        if node.shape[-1] > 1 and self.softmax_rng.random() < 0.2:
+            return self.softmax(node, kwargs["bops_reg_factor"])
+        layer = HActivation(act, name=self.name(f"act_{act}"), **kwargs)
+        return self.apply(layer, [node])
+
+    def softmax(self, node: _Node, bops_reg_factor: float) -> _Node:
+        """HSoftmax over the last axis, its three quantizers starting at 0-8 fractional bits."""
+
+        def config() -> dict[str, Any]:
+            return {"init_bw": int(self.softmax_rng.integers(0, 9)), "bw_clip": (0, 8)}
+
+        layer = HSoftmax(
+            exp_quantizer_config=config(),
+            inv_quantizer_config=config(),
+            pre_activation_quantizer_config=config(),
+            bops_reg_factor=bops_reg_factor,
+            name=self.name("hsoftmax"),
+        )
         return self.apply(layer, [node])
 
     def flatten(self, node: _Node) -> _Node:

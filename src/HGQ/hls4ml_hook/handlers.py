@@ -23,7 +23,7 @@ from hls4ml.converters.keras_v3._base import KerasV3LayerHandler
 from hls4ml.converters.keras_v3.conv import gen_conv_config
 
 import HGQ.hls4ml_hook.quantizer_layer  # noqa: F401  (registers HGQ's quantizer layer)
-from HGQ.hls4ml_hook.formats import fixed_point_quantizer, quantizer_rounding
+from HGQ.hls4ml_hook.formats import fixed_point_quantizer, quantizer_rounding, union_format
 from HGQ.layers import HActivation, HDense, HKernelLayer, HQuantize, QLayerBase, Signature
 from HGQ.layers.add import HAdd, HMultiply, HSubtract
 from HGQ.layers.batchnorm import HConv1DBatchNorm, HConv2DBatchNorm, HDenseBatchNorm
@@ -42,6 +42,7 @@ from HGQ.layers.pooling import (
     PMaxPool2D,
 )
 from HGQ.layers.reshaping import PFlatten, PPermute, PReshape
+from HGQ.layers.softmax import HSoftmax
 
 if TYPE_CHECKING:
     from keras import KerasTensor
@@ -522,3 +523,109 @@ class PGlobalPoolHandler(PassiveLayerHandler):
         if is_output:
             steps.append(identity_step(layer, reshaped, target))
         return steps
+
+
+def ones_einsum(name: str, equation: str, kernel_shape, in_shape, out_shape, source, target):
+    """An hls4ml ``EinsumDense`` with a kernel of ones: a sum or a broadcast along the
+    last axis (multiplying by 1 is exact, and hls4ml sizes the sum's type)."""
+    return {
+        "name": name,
+        "class_name": "EinsumDense",
+        "equation": equation,
+        "weight_data": np.ones(kernel_shape),
+        "bias_data": np.zeros(out_shape),
+        "inp_shape": tuple(in_shape),
+        "out_shape": tuple(out_shape),
+        "input_keras_tensor_names": [source],
+        "output_keras_tensor_names": [target],
+    }
+
+
+class HSoftmaxHandler(HGQLayerHandler):
+    """HSoftmax as hls4ml layers that are exact on our formats: the row maximum (a max
+    pool over the row), its broadcast and subtraction, the exponential's table and
+    quantizer, the row sum, the reciprocal's table and quantizer, its broadcast, the
+    product (``Merge``), then the output quantizer. hls4ml's own ``Softmax`` is not used:
+    it is not bit-exact (hls4ml issue 1523)."""
+
+    handles = handler_keys(HSoftmax)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        from HGQ.hls4ml_hook.lookup_table import table_step
+
+        shape = element_shape(in_tensors[0])
+        n, rows = shape[-1], int(np.prod(shape[:-1]))
+        reduced = shape[:-1] + [1]
+        prefix = "bcdefgh"[: len(shape) - 1]
+        along = f"{prefix}y,yz->{prefix}z"  # sums (..., n) -> (..., 1), broadcasts back
+
+        def step(suffix: str) -> str:
+            return f"{layer.name}_{suffix}"
+
+        def t(suffix: str) -> str:  # an intermediate tensor
+            return f"{target}_{suffix}"
+
+        k, i, f = union_format(layer.input_source().exact_output_format())
+        diff_kif = (1, i + k, f) if k + i + f > 0 else (0, 0, 0)  # x - max(x) <= 0
+        f_exp = int(np.max(layer.exp_quantizer.rounded_fractional_bits()))
+        sum_kif = (0, 1 + int(np.ceil(np.log2(n))), f_exp)  # n values in [0, 1]
+        exp_format = layer.exp_quantizer.exact_format()
+        inv_format = layer.inv_quantizer.exact_format()
+        return [
+            reshape_step(step("rows"), [rows, n, 1], inputs[0], t("rows")),
+            row_max_pool(step("max"), rows, n, t("rows"), t("max_pooled")),
+            reshape_step(step("max_rows"), reduced, t("max_pooled"), t("max")),
+            ones_einsum(step("max_b"), along, (1, n), reduced, shape, t("max"), t("max_b")),
+            merge_step(step("diff"), "subtract", shape, [inputs[0], t("max_b")], t("diff")),
+            table_step(layer, "exp", diff_kif, t("diff"), t("exp_raw"), rows * n),
+            fixed_point_quantizer(step("exp_q"), exp_format, "RND", t("exp_raw"), t("exp")),
+            ones_einsum(step("sum"), along, (n, 1), shape, reduced, t("exp"), t("sum")),
+            table_step(layer, "inv", sum_kif, t("sum"), t("inv_raw"), rows),
+            fixed_point_quantizer(step("inv_q"), inv_format, "RND", t("inv_raw"), t("inv")),
+            ones_einsum(step("inv_b"), along, (1, n), reduced, shape, t("inv"), t("inv_b")),
+            merge_step(step("product"), "multiply", shape, [t("exp"), t("inv_b")], target),
+        ]
+
+
+def row_max_pool(name: str, rows: int, n: int, source: str, target: str) -> dict[str, Any]:
+    """The maximum of each row of a ``(rows, n, 1)`` tensor: a ``(1, n)`` max pool."""
+    pool = gen_conv_config(
+        in_shape=(rows, n, 1),
+        out_shape=(rows, 1, 1),
+        ker_px_shape=(1, n),
+        strides=(1, n),
+        padding="valid",
+        data_format="channels_last",
+        name=name,
+    )
+    pool["pool_width"] = pool.pop("filt_width")
+    pool["pool_height"] = pool.pop("filt_height")
+    pool.update(
+        name=name,
+        class_name="MaxPooling2D",
+        data_format="channels_last",
+        input_keras_tensor_names=[source],
+        output_keras_tensor_names=[target],
+    )
+    return pool
+
+
+def reshape_step(name: str, shape, source: str, target: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "class_name": "Reshape",
+        "target_shape": list(shape),
+        "input_keras_tensor_names": [source],
+        "output_keras_tensor_names": [target],
+    }
+
+
+def merge_step(name: str, op: str, shape, pair: list[str], target: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "class_name": "Merge",
+        "op": op,
+        "output_shape": list(shape),
+        "input_keras_tensor_names": pair,
+        "output_keras_tensor_names": [target],
+    }

@@ -9,13 +9,16 @@ the producers cannot reach some bits, wider where elements of width 0 count as
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 
 from HGQ.hls4ml_hook.formats import union_format
 from HGQ.layers.activation import MAX_TABLE_INPUT_BITS, HActivation
+from HGQ.layers.softmax import HSoftmax
+from HGQ.quantizer import HGQuantizer
 
 
 def table_input_values(k: int, i: int, f: int) -> np.ndarray:
@@ -35,53 +38,110 @@ def _representable(values: np.ndarray, k: int, i: int, f: int) -> np.ndarray:
     return on_grid & (values >= -k * 2.0**i) & (values <= 2.0**i - 2.0**-f)
 
 
-def _check_width(layer: HActivation, width: int, what: str) -> None:
+class TableSpec(NamedTuple):
+    """What one table computes: ``function`` on float32 inputs, rounded per element by
+    ``quantizer``, for input values where ``reachable`` is true (others hold 0)."""
+
+    owner: str
+    function: Callable[[Any], Any]
+    quantizer: HGQuantizer
+    reachable: Callable[[np.ndarray], np.ndarray]
+    fix: str
+
+
+def table_spec(layer: Any, stage: str | None) -> TableSpec:
+    """The table ``stage`` of ``layer``: an HActivation's, or an HSoftmax's 'exp' or 'inv'."""
+    if isinstance(layer, HSoftmax):
+        fix = (
+            "Give the HSoftmax fewer fractional bits (exp_quantizer_config's bw_clip) or "
+            "narrow its input (bw_clip or a larger bops_reg_factor on the previous layer)."
+        )
+        if stage == "exp":  # d = x - max(x) <= 0
+            return TableSpec(
+                f"HSoftmax '{layer.name}' (exponential)",
+                layer.exponential,
+                layer.exp_quantizer,
+                lambda d: d <= 0,
+                fix,
+            )
+        return TableSpec(  # s = sum(e) >= 0 (>= 1 unless fractional bits were forced < 0)
+            f"HSoftmax '{layer.name}' (reciprocal)",
+            layer.reciprocal,
+            layer.inv_quantizer,
+            lambda s: s >= 0,
+            fix,
+        )
+    union = union_format(layer.input_source().exact_output_format())
+    return TableSpec(
+        f"HActivation '{layer.name}'",
+        layer.activation,
+        layer.pre_activation_quantizer,
+        lambda values: _representable(values, *union),
+        "Narrow the previous layer's output (bw_clip or a larger bops_reg_factor) or use a "
+        "ReLU/linear activation.",
+    )
+
+
+def _check_width(spec: TableSpec, width: int, what: str) -> None:
     if width > MAX_TABLE_INPUT_BITS:
         raise ValueError(
-            f"HActivation '{layer.name}': its input is up to {width} bits wide ({what}), so "
-            f"its lookup table would have 2^{width} entries; the limit is "
-            f"2^{MAX_TABLE_INPUT_BITS}. Narrow the previous layer's output (bw_clip or a "
-            "larger bops_reg_factor) or use a ReLU/linear activation."
+            f"{spec.owner}: its input is up to {width} bits wide ({what}), so its lookup "
+            f"table would have 2^{width} entries; the limit is 2^{MAX_TABLE_INPUT_BITS}. "
+            f"{spec.fix}"
         )
 
 
-def table_entries(layer: HActivation, k: int, i: int, f: int) -> np.ndarray:
-    """The table of ``layer`` for an input of type ``(k, i, f)``, one entry per raw code.
+def table_entries(spec: TableSpec, k: int, i: int, f: int) -> np.ndarray:
+    """The table of ``spec`` for an input of type ``(k, i, f)``, one entry per raw code.
 
     Entries hold the Keras function's float32 result truncated one bit below the
     finest output format: truncating there and then rounding half up per element gives
-    what rounding the float result directly gives. Codes the layer's input can never
-    hold (outside the union of its calibrated formats) get 0.
+    what rounding the float result directly gives. Codes the input can never hold get 0.
     """
-    _check_width(layer, k + i + f, "as typed for the table")
+    _check_width(spec, k + i + f, "as typed for the table")
     inputs = table_input_values(k, i, f)
+    reachable = spec.reachable(inputs)
     outputs = np.asarray(
         keras.ops.convert_to_numpy(
-            layer.activation(keras.ops.convert_to_tensor(inputs.astype(np.float32)))
+            spec.function(keras.ops.convert_to_tensor(inputs.astype(np.float32)))
         ),
         dtype=np.float64,
     )
-    _, _, f_out = layer.pre_activation_quantizer.exact_format()
+    _, _, f_out = spec.quantizer.exact_format()
     table_bits = int(np.max(f_out)) + 1
-    table = np.floor(outputs * 2.0**table_bits) * 2.0**-table_bits
-    reachable = _representable(inputs, *union_format(layer.input_source().exact_output_format()))
+    table = np.floor(np.where(reachable, outputs, 0.0) * 2.0**table_bits) * 2.0**-table_bits
     return np.where(reachable, table, 0.0)
+
+
+def table_step(
+    layer: Any,
+    stage: str | None,
+    kif: tuple[int, int, int],
+    source: str,
+    target: str,
+    n_in: int,
+) -> dict[str, Any]:
+    """An hls4ml ``UnaryLUT`` for the table ``stage`` of ``layer`` on inputs of type ``kif``
+    (``relayout_tables`` fills it again for the type hls4ml chooses)."""
+    spec = table_spec(layer, stage)
+    _check_width(spec, sum(kif), "union of the per-element formats")
+    return {
+        "name": f"{layer.name}_{stage or 'table'}",
+        "class_name": "UnaryLUT",
+        "table_data": table_entries(spec, *kif),
+        "n_in": n_in,
+        "activation": "unary_lut",
+        "hgq_table_of": layer.name,
+        "hgq_table_stage": stage,
+        "input_keras_tensor_names": [source],
+        "output_keras_tensor_names": [target],
+    }
 
 
 def lookup_table_step(layer: HActivation, source: str, target: str, n_in: int) -> dict[str, Any]:
     """An hls4ml ``UnaryLUT`` reproducing ``layer.activation`` on its quantized inputs."""
-    k, i, f = union_format(layer.input_source().exact_output_format())
-    _check_width(layer, k + i + f, "union of the per-element formats")
-    return {
-        "name": f"{layer.name}_table",
-        "class_name": "UnaryLUT",
-        "table_data": table_entries(layer, k, i, f),
-        "n_in": n_in,
-        "activation": "unary_lut",
-        "hgq_table_of": layer.name,
-        "input_keras_tensor_names": [source],
-        "output_keras_tensor_names": [target],
-    }
+    kif = union_format(layer.input_source().exact_output_format())
+    return table_step(layer, None, kif, source, target, n_in)
 
 
 def relayout_tables(model_hls: Any, model: keras.Model) -> None:
@@ -97,8 +157,9 @@ def relayout_tables(model_hls: Any, model: keras.Model) -> None:
             continue
         precision = node.get_input_variable().type.precision
         k = int(precision.signed)
+        spec = table_spec(model.get_layer(layer_name), node.attributes.get("hgq_table_stage"))
         entries = table_entries(
-            model.get_layer(layer_name),
+            spec,
             k,
             precision.integer - k,
             precision.width - precision.integer,

@@ -30,6 +30,7 @@ from HGQ.layers.pooling import (
 from HGQ.layers.quantize import HQuantize
 from HGQ.layers.reshaping import PFlatten, PPermute, PReshape
 from HGQ.layers.signature import Signature
+from HGQ.layers.softmax import HSoftmax
 
 __all__ = [
     "HActivation",
@@ -46,6 +47,7 @@ __all__ = [
     "HMultiply",
     "HSubtract",
     "HQuantize",
+    "HSoftmax",
     "PAveragePooling1D",
     "PAveragePooling2D",
     "PAvgPool1D",

@@ -15,6 +15,7 @@ import keras
 from HGQ.hls4ml_hook.formats import union_format
 from HGQ.layers.base import NOT_ELEMENTWISE, HBaseLayer, PLayerBase, not_elementwise_fix
 from HGQ.layers.signature import Signature
+from HGQ.layers.softmax import HSoftmax
 
 #: Widest input a lookup table may be indexed by (2^16 entries): the deployment limit.
 MAX_TABLE_INPUT_BITS = 16
@@ -106,6 +107,15 @@ def exceeding_table_widths(layers: list[Any]) -> list[str]:
     """
     messages = []
     for layer in layers:
+        if isinstance(layer, HSoftmax):
+            for stage, width in layer.table_input_bits().items():
+                if width > MAX_TABLE_INPUT_BITS:
+                    messages.append(
+                        f"HSoftmax '{layer.name}': its {stage} table would be indexed by "
+                        f"{width} bits (2^{width} entries; conversion allows at most "
+                        f"2^{MAX_TABLE_INPUT_BITS}). Narrow its input or give it fewer "
+                        "fractional bits (bw_clip in exp_quantizer_config)."
+                    )
         if isinstance(layer, HActivation) and layer.uses_lookup_table():
             width = layer.lookup_table_input_bits()
             if width > MAX_TABLE_INPUT_BITS:

@@ -260,6 +260,9 @@ class HBaseLayer(QLayerBase):
     #: rounding, which decides what ``rnd_strategy='auto'`` means for the output.
     output_absorbs_rounding: ClassVar[bool] = True
 
+    #: The class of the output quantizer (a child may know its output's range).
+    output_quantizer_class: ClassVar[type[HGQuantizer]] = HGQuantizer
+
     def __init__(
         self,
         kernel_quantizer_config: dict[str, Any] | None = None,
@@ -311,7 +314,7 @@ class HBaseLayer(QLayerBase):
 
     def build(self, input_shape) -> None:
         output_shape = self.compute_output_shape(input_shape)
-        self.pre_activation_quantizer = HGQuantizer(
+        self.pre_activation_quantizer = self.output_quantizer_class(
             self._resolved(self.pre_activation_quantizer_config, self.output_absorbs_rounding),
             role="activation",
             non_negative=self.output_is_non_negative(),
@@ -416,11 +419,14 @@ NOT_ELEMENTWISE = frozenset({"softmax", "log_softmax", "sparsemax"})
 
 def not_elementwise_fix(name: str) -> str:
     """What to do instead of a ``name`` activation (one of ``NOT_ELEMENTWISE``) in HGQ."""
-    return (
+    fix = (
         f"End the model with a linear layer and apply {name} outside the firmware: argmax "
         "(the predicted class) needs no softmax, and Keras losses take the linear output "
         "with from_logits=True."
     )
+    if name == "softmax":
+        fix += " For a softmax inside the firmware use the HSoftmax layer (bit-exact)."
+    return fix
 
 
 def linear_or_relu(layer_kind: str, activation: Any) -> str:

@@ -1,0 +1,189 @@
+"""HSoftmax: a softmax whose inference is the deployed fixed-point arithmetic itself.
+
+hls4ml's own softmax recomputes its tables from its own types and is not bit-exact
+with any Keras softmax. Here every step of the hardware computation is a step of the
+Keras layer, on the same values:
+
+1. ``d = x - max(x)`` along the axis (exact: ``d <= 0`` on the input's grid);
+2. ``e = Q_exp(exp(d))``: a lookup table indexed by ``d``, rounded per element;
+3. ``s = sum(e)`` along the axis (exact; ``s >= 1``, the maximum contributes 1);
+4. ``r = Q_inv(1 / s)``: a lookup table indexed by ``s``, rounded per row;
+5. ``Q_out(e * r)``: a multiplication per element, rounded per element.
+
+Subtracting the maximum bounds every intermediate whatever the input: ``e``, ``r`` and
+the output lie in ``[0, 1]``. Their formats are therefore fixed (unsigned, one integer
+bit) instead of calibrated, so the layer never overflows, even far outside the
+calibrated range, and only the fractional bits are learned (per element), kept >= 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from HGQ.config import check_config_mapping, merged_config
+from HGQ.hls4ml_hook.formats import union_format
+from HGQ.layers.base import HBaseLayer
+from HGQ.quantizer import HGQuantizer, deserialize_quantizer_config, serialize_quantizer_config
+
+#: Defaults of the three quantizers: 8 fractional bits to start, never negative (a
+#: value of 1 must stay representable so that ``s >= 1``), at most 10 (the reciprocal's
+#: table, indexed by the sum, then stays within 2^16 entries for rows of up to 32).
+SOFTMAX_QUANTIZER_DEFAULTS = {"init_bw": 8, "bw_clip": (0, 10)}
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class UnitRangeQuantizer(HGQuantizer):
+    """An activation quantizer for values known to lie in ``[0, 1]``: its record is that
+    range for good (not the data's), so its format is unsigned with one integer bit."""
+
+    def build(self, shape) -> None:
+        super().build(shape)
+        self.reset_minmax()
+
+    def reset_minmax(self) -> None:
+        self.vmin.assign(np.zeros(self.vmin.shape, np.float32))
+        self.vmax.assign(np.ones(self.vmax.shape, np.float32))
+
+    def _update_record(self, q, training: bool) -> None:
+        """The range is known; data cannot change it."""
+
+
+def softmax_quantizer_config(config: dict[str, Any] | None, owner: str) -> dict[str, Any]:
+    """A pre-activation config with the softmax defaults under the user's keys, f >= 0."""
+    check_config_mapping(config, owner)
+    merged = merged_config(
+        "pre_activation",
+        {**SOFTMAX_QUANTIZER_DEFAULTS, **(deserialize_quantizer_config(config) or {})},
+    )
+    low, high = merged["bw_clip"]
+    if low < 0:
+        raise ValueError(
+            f"{owner}: bw_clip must start at 0 or above (got {merged['bw_clip']!r}): with "
+            "negative fractional bits exp(0) = 1 could round to 0 and the sum to 0."
+        )
+    if merged["rnd_strategy"] == "auto":
+        merged["rnd_strategy"] = "standard_round"
+    return merged
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class HSoftmax(HBaseLayer):
+    """Softmax over the last axis, computed as the firmware computes it (see the module).
+
+    ``exp_quantizer_config``, ``inv_quantizer_config`` and
+    ``pre_activation_quantizer_config`` configure the exponential's table output (per
+    element), the reciprocal's (per row) and the result (per element); only their
+    fractional bits matter (8 to start, clipped to 0..10). EBOPs: the products
+    ``e * r``, ``sum bw_e * bw_r``; tables and sums cost none, as elsewhere.
+    """
+
+    output_absorbs_rounding = True
+    output_quantizer_class = UnitRangeQuantizer
+
+    def __init__(
+        self,
+        axis: int = -1,
+        exp_quantizer_config: dict[str, Any] | None = None,
+        inv_quantizer_config: dict[str, Any] | None = None,
+        pre_activation_quantizer_config: dict[str, Any] | None = None,
+        **kwargs,
+    ):
+        kwargs.pop("kernel_quantizer_config", None)
+        owner = type(self).__name__
+        super().__init__(
+            pre_activation_quantizer_config=softmax_quantizer_config(
+                pre_activation_quantizer_config, f"{owner}: pre_activation_quantizer_config"
+            ),
+            **kwargs,
+        )
+        self.axis = int(axis)
+        self.exp_quantizer_config = softmax_quantizer_config(
+            exp_quantizer_config, f"{owner}: exp_quantizer_config"
+        )
+        self.inv_quantizer_config = softmax_quantizer_config(
+            inv_quantizer_config, f"{owner}: inv_quantizer_config"
+        )
+
+    def build(self, input_shape) -> None:
+        rank = len(input_shape)
+        if self.axis not in (-1, rank - 1):
+            raise ValueError(
+                f"HSoftmax '{self.name}': axis={self.axis} on inputs of shape "
+                f"{tuple(input_shape)}; only the last axis is supported. Move the axis last "
+                "with PPermute before the HSoftmax (and back after it)."
+            )
+        if rank < 2:
+            raise ValueError(f"HSoftmax '{self.name}' needs an input with a feature axis.")
+        self.row_length = int(input_shape[-1])
+        self.exp_quantizer = UnitRangeQuantizer(
+            self.exp_quantizer_config, role="activation", non_negative=True, name="exp_quantizer"
+        )
+        self.exp_quantizer.build(tuple(input_shape))
+        self.inv_quantizer = UnitRangeQuantizer(
+            self.inv_quantizer_config, role="activation", non_negative=True, name="inv_quantizer"
+        )
+        self.inv_quantizer.build(tuple(input_shape[:-1]) + (1,))
+        super().build(input_shape)
+
+    def output_is_non_negative(self) -> bool:
+        return True
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    # The two tables, as functions of their float32 inputs: shared by the forward pass
+    # and by the deployed tables so that both compute the same float32 values.
+    @staticmethod
+    def exponential(d):
+        return ops.exp(d)
+
+    @staticmethod
+    def reciprocal(s):
+        return 1.0 / ops.maximum(s, 1.0)  # s >= 1 always; the guard keeps unused codes finite
+
+    def forward(self, inputs, training=None):
+        d = inputs - ops.max(inputs, axis=-1, keepdims=True)
+        e = self.exp_quantizer(self.exponential(d), training=training)
+        s = ops.sum(e, axis=-1, keepdims=True)
+        r = self.inv_quantizer(self.reciprocal(s), training=training)
+        return e * r
+
+    def bops_surrogate(self):
+        bits_e = self.exp_quantizer.surrogate_bitwidth()
+        bits_r = self.inv_quantizer.surrogate_bitwidth()
+        return ops.sum(bits_e * bits_r)
+
+    def compute_exact_bops(self) -> float:
+        bits_e = self.exp_quantizer.exact_bitwidth().astype(np.float64)
+        bits_r = self.inv_quantizer.exact_bitwidth().astype(np.float64)
+        return float(np.sum(bits_e * bits_r))
+
+    def freeze(self, cover_factor: float = 1.0) -> None:
+        """Fix the formats: the ranges are known, so ``cover_factor`` does not apply."""
+        for quantizer in (self.exp_quantizer, self.inv_quantizer, self.pre_activation_quantizer):
+            quantizer.freeze_int_bits(1.0)
+
+    def table_input_bits(self) -> dict[str, int]:
+        """Index widths of the two tables, from the calibrated input formats: the
+        exponential's is that of ``x - max(x)``, the reciprocal's that of the sum."""
+        k, i, f = union_format(self.input_source().exact_output_format())
+        f_e = int(np.max(self.exp_quantizer.rounded_fractional_bits()))
+        return {
+            "exp": 1 + i + k + f if k + i + f > 0 else 0,
+            "inv": 1 + math.ceil(math.log2(self.row_length)) + f_e,
+        }
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("kernel_quantizer_config", None)
+        config.update(
+            axis=self.axis,
+            exp_quantizer_config=serialize_quantizer_config(self.exp_quantizer_config),
+            inv_quantizer_config=serialize_quantizer_config(self.inv_quantizer_config),
+        )
+        return config
