@@ -6,7 +6,7 @@ of the C simulation, and check bit-exactness on 10,000 inputs (half of them far
 outside the calibrated range). Reference figures for the 16-64-32-32-5 MLP from the
 issue (same machine type): original HGQ 0.04 s + 6.2 s, HGQ2 0.33 s + 8.9 s.
 
-    python bench/convert.py [--models mlp16 digits_mlp digits_cnn]
+    python bench/convert.py [--models mlp16 digits_mlp digits_cnn deep_sets]
 """
 
 from __future__ import annotations
@@ -57,7 +57,21 @@ def digits_cnn() -> tuple[keras.Model, np.ndarray]:
     return hgq_cnn(3e-6), x_train
 
 
-MODELS = {"mlp16": mlp16, "digits_mlp": digits_mlp, "digits_cnn": digits_cnn}
+def deep_sets() -> tuple[keras.Model, np.ndarray]:
+    from particle_taggers import deep_sets as build
+
+    from HGQ.particle_data import toy_particle_jets
+
+    x, _ = toy_particle_jets(20_000)
+    return build(x.shape[1], x.shape[2], 3, 1e-6), x
+
+
+MODELS = {
+    "mlp16": mlp16,
+    "digits_mlp": digits_mlp,
+    "digits_cnn": digits_cnn,
+    "deep_sets": deep_sets,
+}
 
 
 def bench(name: str, workdir: Path) -> None:
