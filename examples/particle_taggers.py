@@ -70,26 +70,32 @@ def deep_sets(
     )
 
 
+#: The Mixer's activations train on the grid they are deployed on (``exact_q_value``):
+#: with the default (fractional bits not rounded while training) it reached 1.0 on the
+#: training jets in training mode and 0.52 in inference mode on the same jets.
+ROUNDED = {"exact_q_value": True}
+
+
 def mlp_mixer(
     particles: int, features: int, classes: int, beta: float, width: int = 16
 ) -> keras.Model:
     """Embedding -> token mixing + residual -> channel mixing + residual -> average."""
+
+    def h(**kwargs) -> dict:
+        return {"bops_reg_factor": beta, "pre_activation_quantizer_config": ROUNDED, **kwargs}
+
     inputs = keras.Input((particles, features))
-    x = HQuantize(name="inp_q", bops_reg_factor=beta, **INPUT_BITS)(inputs)
-    x = HDense(width, activation="relu", bops_reg_factor=beta, name="embed")(x)
+    input_config = {**INPUT_BITS["pre_activation_quantizer_config"], **ROUNDED}
+    x = HQuantize(**h(name="inp_q", pre_activation_quantizer_config=input_config))(inputs)
+    x = HDense(width, **h(activation="relu", name="embed"))(x)
     tokens = HEinsumDense(
-        "abc,bd->adc",
-        (particles, width),
-        activation="relu",
-        bias_axes="d",
-        bops_reg_factor=beta,
-        name="token_mixing",
+        "abc,bd->adc", (particles, width), **h(activation="relu", bias_axes="d", name="tokens")
     )(x)
-    x = HAdd(name="token_residual", bops_reg_factor=beta)([x, tokens])
-    channels = HDense(width, activation="relu", bops_reg_factor=beta, name="channel_mixing")(x)
-    x = HAdd(name="channel_residual", bops_reg_factor=beta)([x, channels])
+    x = HAdd(**h(name="token_residual"))([x, tokens])
+    channels = HDense(width, **h(activation="relu", name="channels"))(x)
+    x = HAdd(**h(name="channel_residual"))([x, channels])
     x = PGlobalAvgPool1D(name="average")(x)
-    outputs = HDense(classes, bops_reg_factor=beta, name="logits")(x)
+    outputs = HDense(classes, **h(name="logits"))(x)
     return keras.Model(inputs, outputs, name="mlp_mixer")
 
 

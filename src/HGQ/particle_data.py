@@ -31,9 +31,11 @@ def toy_particle_jets(
     Features per particle: the pT fraction, Δη and Δφ from the jet axis. A jet of
     class ``c`` has ``c + 1`` prongs spaced evenly (at a random rotation) on a circle
     of radius 0, 0.25 or 0.5 around the axis; particles scatter around their prong by
-    0.05 and share the pT with exponential weights. Particles are in random order
-    (the taggers must not rely on it). The classes differ in how far the particles
-    spread, a sum over particles that a Deep Sets model learns in a few epochs.
+    0.05 and share the pT with exponential weights. Particles are ordered by
+    decreasing pT, as constituent lists usually are (which an MLP-Mixer's token mixing
+    relies on; Deep Sets ignore the order). The classes differ in how far the
+    particles spread, a sum over particles that a Deep Sets model learns in a few
+    epochs.
     """
     rng = np.random.default_rng(seed)
     y = rng.integers(0, len(TOY_CLASSES), size=n_jets)
@@ -45,7 +47,9 @@ def toy_particle_jets(
     position = position + rng.normal(scale=0.05, size=position.shape)
     pt = rng.exponential(size=(n_jets, particles))
     pt /= pt.sum(axis=1, keepdims=True)
-    x = np.concatenate([pt[..., None], position], axis=-1).astype("float32")
+    x = np.concatenate([pt[..., None], position], axis=-1)
+    order = np.argsort(-pt, axis=1, kind="stable")  # by decreasing pT, as constituent lists are
+    x = np.take_along_axis(x, order[..., None], axis=1).astype("float32")
     return x, y.astype("int32")
 
 
