@@ -56,6 +56,7 @@ from HGQ import (
     HDense,
     HDenseBatchNorm,
     HEinsumDense,
+    HMultiHeadAttention,
     HMultiply,
     HQuantize,
     HSoftmax,
@@ -86,6 +87,7 @@ FLOAT32_RANGE_WARNING = "bits wide, more than float32's"
 
 #: Every layer class the generator draws from; the self-test checks all occur.
 LAYER_CLASSES: tuple[type, ...] = (
+    HMultiHeadAttention,
     HEinsumDense,
     HSoftmax,
     HMultiply,
@@ -283,6 +285,8 @@ class _Builder:
         self.global_pool_rng = np.random.default_rng(spawned)
         #: And another: whether a Dense on positions is an HEinsumDense, and which.
         self.einsum_rng = np.random.default_rng(position_rng.bit_generator.seed_seq.spawn(1)[0])
+        #: And one for HMultiHeadAttention in place of some HActivations.
+        self.attention_rng = np.random.default_rng(position_rng.bit_generator.seed_seq.spawn(1)[0])
         #: And one for HSoftmax in place of an HActivation.
         self.softmax_rng = np.random.default_rng(position_rng.bit_generator.seed_seq.spawn(1)[0])
         self.sequential = sequential
@@ -481,8 +485,32 @@ class _Builder:
         kwargs = self.h_kwargs(len(node.shape))
         if node.shape[-1] > 1 and self.softmax_rng.random() < 0.2:
             return self.softmax(node, kwargs["bops_reg_factor"])
+        if len(node.shape) == 2 and not self.sequential and self.attention_rng.random() < 0.3:
+            return self.attention(node, use_bias=bool(self.attention_rng.random() < 0.7))
         layer = HActivation(act, name=self.name(f"act_{act}"), **kwargs)
         return self.apply(layer, [node])
+
+    def attention(self, node: _Node, use_bias: bool) -> _Node:
+        """Self-attention over the first axis of a rank-2 tensor (sequence, features);
+        functional models only (it takes the tensor twice, as query and value)."""
+        rng = self.attention_rng
+        layer = HMultiHeadAttention(
+            num_heads=int(rng.integers(1, 3)),
+            key_dim=int(rng.integers(1, 5)),
+            value_dim=int(rng.integers(1, 5)),
+            output_shape=int(rng.integers(1, 6)),
+            use_bias=use_bias,
+            bops_reg_factor=self.bops_reg_factor,
+            pre_activation_quantizer_config={"init_bw": int(rng.integers(0, 4))},
+            softmax_config={"exp_quantizer_config": {"bw_clip": (0, 6)}},
+            name=self.name("hmha"),
+        )
+        node.consumers += 1
+        self.features.add("HMultiHeadAttention")
+        tensor = layer(node.tensor, node.tensor)
+        new = _Node(tensor, tuple(int(d) for d in tensor.shape[1:]), layer)
+        self.nodes.append(new)
+        return new
 
     def softmax(self, node: _Node, bops_reg_factor: float) -> _Node:
         """HSoftmax over the last axis, its three quantizers starting at 0-8 fractional bits."""

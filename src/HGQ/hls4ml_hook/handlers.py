@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import keras
 import numpy as np
@@ -26,10 +26,12 @@ import HGQ.hls4ml_hook.quantizer_layer  # noqa: F401  (registers HGQ's quantizer
 from HGQ.hls4ml_hook.formats import fixed_point_quantizer, quantizer_rounding, union_format
 from HGQ.layers import HActivation, HDense, HKernelLayer, HQuantize, QLayerBase, Signature
 from HGQ.layers.add import HAdd, HMultiply, HSubtract
+from HGQ.layers.attention import HMultiHeadAttention
 from HGQ.layers.batchnorm import HConv1DBatchNorm, HConv2DBatchNorm, HDenseBatchNorm
 from HGQ.layers.concatenate import PConcatenate
 from HGQ.layers.conv import HConv1D, HConv2D
 from HGQ.layers.dropout import PDropout
+from HGQ.layers.einsum import HEinsum
 from HGQ.layers.einsum_dense import HEinsumDense, without_batch
 from HGQ.layers.pooling import (
     PAvgPool1D,
@@ -245,6 +247,26 @@ class HEinsumDenseHandler(HGQLayerHandler):
             n_out = int(np.prod(out_shape))
             steps.append(activation_step(f"{layer.name}_relu", "relu", linear_out, target, n_out))
         return steps
+
+
+class HEinsumHandler(HGQLayerHandler):
+    """HEinsum: hls4ml ``Einsum`` of the two inputs (widths from the bit-exact pass)."""
+
+    handles = handler_keys(HEinsum)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        return [
+            {
+                "name": layer.name,
+                "class_name": "Einsum",
+                "equation": layer.per_sample_equation,
+                "inp0_shape": tuple(element_shape(in_tensors[0])),
+                "inp1_shape": tuple(element_shape(in_tensors[1])),
+                "out_shape": tuple(element_shape(out_tensors[0])),
+                "input_keras_tensor_names": inputs,
+                "output_keras_tensor_names": [target],
+            }
+        ]
 
 
 class HActivationHandler(HGQLayerHandler):
@@ -629,3 +651,50 @@ def merge_step(name: str, op: str, shape, pair: list[str], target: str) -> dict[
         "input_keras_tensor_names": pair,
         "output_keras_tensor_names": [target],
     }
+
+
+class _Tensor(NamedTuple):
+    """What a handler reads of a tensor: its name and shape (batch axis first)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+
+
+class HMultiHeadAttentionHandler(PassiveLayerHandler):
+    """HMultiHeadAttention: the steps of its parts (projections, ``HEinsum`` products,
+    ``HSoftmax``), each from the part's own handler, chained by made-up tensor names."""
+
+    handles = handler_keys(HMultiHeadAttention)
+
+    def operations(self, layer, in_tensors, out_tensors, inputs, target):
+        query, value = in_tensors[0], in_tensors[1]
+        key = in_tensors[2] if len(in_tensors) > 2 else value
+
+        steps = []
+
+        def run(part: QLayerBase, sources: list[Any], output: _Tensor) -> _Tensor:
+            handler = HANDLER_OF[type(part)]()
+            steps.extend(handler(part, sources, [output]))
+            return output
+
+        named = {
+            part.name: _Tensor(f"{target}_{part.name}", shape)
+            for part, shape in layer.part_output_shapes().items()
+        }
+        named[layer.output_dense.name] = named[layer.output_dense.name]._replace(name=target)
+        q = run(layer.query_dense, [query], named[layer.query_dense.name])
+        k = run(layer.key_dense, [key], named[layer.key_dense.name])
+        v = run(layer.value_dense, [value], named[layer.value_dense.name])
+        scores = run(layer.scores, [k, q], named[layer.scores.name])
+        weights = run(layer.softmax, [scores], named[layer.softmax.name])
+        context = run(layer.context, [weights, v], named[layer.context.name])
+        run(layer.output_dense, [context], named[layer.output_dense.name])
+        return steps
+
+
+#: The handler of each part of a composite layer.
+HANDLER_OF: dict[type, type[HGQLayerHandler]] = {
+    HEinsumDense: HEinsumDenseHandler,
+    HEinsum: HEinsumHandler,
+    HSoftmax: HSoftmaxHandler,
+}

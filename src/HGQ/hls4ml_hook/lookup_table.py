@@ -157,7 +157,10 @@ def relayout_tables(model_hls: Any, model: keras.Model) -> None:
             continue
         precision = node.get_input_variable().type.precision
         k = int(precision.signed)
-        spec = table_spec(model.get_layer(layer_name), node.attributes.get("hgq_table_stage"))
+        layer = next(
+            layer for layer in model._flatten_layers(include_self=False) if layer.name == layer_name
+        )  # parts of composite layers (HMultiHeadAttention's softmax) are not top-level
+        spec = table_spec(layer, node.attributes.get("hgq_table_stage"))
         entries = table_entries(
             spec,
             k,

@@ -2,12 +2,14 @@
 
 from HGQ.layers.activation import HActivation
 from HGQ.layers.add import HAdd, HMultiply, HSubtract
+from HGQ.layers.attention import HMultiHeadAttention
 from HGQ.layers.base import HBaseLayer, HKernelLayer, PLayerBase, QLayerBase
 from HGQ.layers.batchnorm import HConv1DBatchNorm, HConv2DBatchNorm, HDenseBatchNorm
 from HGQ.layers.concatenate import PConcatenate
 from HGQ.layers.conv import HConv1D, HConv2D
 from HGQ.layers.dense import HDense
 from HGQ.layers.dropout import PDropout
+from HGQ.layers.einsum import HEinsum
 from HGQ.layers.einsum_dense import HEinsumDense
 from HGQ.layers.pooling import (
     PAveragePooling1D,
@@ -42,8 +44,10 @@ __all__ = [
     "HConv2DBatchNorm",
     "HDense",
     "HDenseBatchNorm",
+    "HEinsum",
     "HEinsumDense",
     "HKernelLayer",
+    "HMultiHeadAttention",
     "HMultiply",
     "HSubtract",
     "HQuantize",

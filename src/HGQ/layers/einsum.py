@@ -1,0 +1,111 @@
+"""HEinsum: the einsum of two quantized tensors, quantized per element.
+
+Attention multiplies activations by activations: queries by keys for the scores, the
+attention weights by the values for the context. Each multiplication of the einsum is
+one product of two fixed-point numbers, so its EBOPs are ``sum(einsum(equation,
+bw_a, bw_b))``, the two operands' widths multiplied wherever their values are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from HGQ.full_precision import full_precision
+from HGQ.layers.base import HBaseLayer
+
+
+def split_two_operand_equation(equation: str, owner: str) -> tuple[str, str, str]:
+    """``'abc,abd->acd'`` as ``('abc', 'abd', 'acd')``, batch letter first in all three."""
+    try:
+        operands, output = equation.replace(" ", "").split("->")
+        first, second = operands.split(",")
+    except ValueError:
+        raise ValueError(
+            f"{owner}: equation must have the form 'abc,abd->acd' (two inputs -> output), "
+            f"got {equation!r}."
+        ) from None
+    if "." in equation or not (first[:1] == second[:1] == output[:1]):
+        raise ValueError(
+            f"{owner}: every operand and the output must start with the batch axis, the same "
+            f"letter (no '...'), e.g. 'aecd,abcd->acbe'; got {equation!r}."
+        )
+    for letter in set(first + second) - set(output):
+        if (letter in first) != (letter in second):
+            raise ValueError(
+                f"{owner}: in {equation!r} the axis '{letter}' is summed without being "
+                "multiplied (it is in one input only and not in the output), which hls4ml's "
+                "Einsum cannot deploy; sum it before (e.g. a PGlobalAvgPool) or keep it."
+            )
+    return first, second, output
+
+
+@keras.saving.register_keras_serializable(package="HGQ")
+class HEinsum(HBaseLayer):
+    """``keras.ops.einsum(equation, a, b)`` on two inputs, quantized per output element.
+
+    Call it on a list of two tensors. The output rounds half up (the default
+    ``rnd_strategy``); as for ``HMultiply``, nothing absorbs the half-LSB offset of
+    rounding, so ``rnd_strategy='auto'`` truncates instead.
+    """
+
+    output_absorbs_rounding = False
+
+    def __init__(self, equation: str, **kwargs):
+        kwargs.pop("kernel_quantizer_config", None)
+        super().__init__(**kwargs)
+        self.equation = equation
+        first, second, output = split_two_operand_equation(equation, f"HEinsum '{self.name}'")
+        self.per_sample_equation = f"{first[1:]},{second[1:]}->{output[1:]}"
+
+    def compute_output_shape(self, input_shape):
+        shapes = [tuple(s) for s in input_shape]
+        if len(shapes) != 2:
+            raise ValueError(f"HEinsum '{self.name}' takes a list of two inputs.")
+        first, second, output = split_two_operand_equation(self.equation, "HEinsum")
+        sizes: dict[str, Any] = {}
+        for spec, shape in ((first, shapes[0]), (second, shapes[1])):
+            if len(spec) != len(shape):
+                raise ValueError(
+                    f"HEinsum '{self.name}': {self.equation!r} gives its operand '{spec}' "
+                    f"{len(spec)} axes, but the input has shape {shape}."
+                )
+            for letter, size in zip(spec[1:], shape[1:], strict=True):
+                if sizes.setdefault(letter, size) != size:
+                    raise ValueError(
+                        f"HEinsum '{self.name}': axis '{letter}' of {self.equation!r} has "
+                        f"sizes {sizes[letter]} and {size} in the two inputs {shapes}."
+                    )
+        return (shapes[0][0],) + tuple(sizes[letter] for letter in output[1:])
+
+    def build(self, input_shape) -> None:
+        self.input_element_shapes = [tuple(int(d) for d in s[1:]) for s in input_shape]
+        super().build(input_shape)
+
+    def forward(self, inputs, training=None):
+        a, b = inputs
+        with full_precision():
+            return ops.einsum(self.equation, a, b)
+
+    def bops_surrogate(self):
+        bits = [
+            ops.reshape(self.input_bitwidth(n), shape)
+            for n, shape in enumerate(self.input_element_shapes)
+        ]
+        return ops.sum(ops.einsum(self.per_sample_equation, *bits))
+
+    def compute_exact_bops(self) -> float:
+        bits = [
+            self.exact_input_bitwidth(n).reshape(shape).astype(np.float64)
+            for n, shape in enumerate(self.input_element_shapes)
+        ]
+        return float(np.sum(np.einsum(self.per_sample_equation, *bits)))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("kernel_quantizer_config", None)
+        config["equation"] = self.equation
+        return config
