@@ -18,6 +18,7 @@ from typing import Any
 
 import keras
 
+from HGQ.layers._lineage import remember
 from HGQ.layers.base import QLayerBase
 from HGQ.layers.einsum import HEinsum
 from HGQ.layers.einsum_dense import HEinsumDense
@@ -64,8 +65,6 @@ class HMultiHeadAttention(QLayerBase):
         key = value if key is None else key
         self._note_input_sources([query, value, key])
         outputs = keras.layers.Layer.__call__(self, query, value, key, **kwargs)
-        from HGQ.layers._lineage import remember
-
         remember(outputs, self)
         return outputs
 

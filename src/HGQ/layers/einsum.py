@@ -4,6 +4,9 @@ Attention multiplies activations by activations: queries by keys for the scores,
 attention weights by the values for the context. Each multiplication of the einsum is
 one product of two fixed-point numbers, so its EBOPs are ``sum(einsum(equation,
 bw_a, bw_b))``, the two operands' widths multiplied wherever their values are.
+
+The equation helpers here (``split_equation``, ``check_no_direct_sum``) serve
+``HEinsumDense`` too: both deploy as hls4ml einsums, with the same limits.
 """
 
 from __future__ import annotations
@@ -18,28 +21,46 @@ from HGQ.full_precision import full_precision
 from HGQ.layers.base import HBaseLayer
 
 
-def split_two_operand_equation(equation: str, owner: str) -> tuple[str, str, str]:
-    """``'abc,abd->acd'`` as ``('abc', 'abd', 'acd')``, batch letter first in all three."""
+def split_equation(equation: str, owner: str) -> tuple[str, str, str]:
+    """``'ab,bc->ac'`` as ``('ab', 'bc', 'ac')``, or a ValueError naming the form expected."""
     try:
         operands, output = equation.replace(" ", "").split("->")
         first, second = operands.split(",")
     except ValueError:
         raise ValueError(
-            f"{owner}: equation must have the form 'abc,abd->acd' (two inputs -> output), "
-            f"got {equation!r}."
+            f"{owner}: equation must have the form 'ab,bc->ac' (two operands -> output, as "
+            f"keras.ops.einsum), got {equation!r}."
         ) from None
+    return first, second, output
+
+
+def check_no_direct_sum(owner: str, equation: str, operands: tuple[str, str]) -> None:
+    """Refuse letters that only one operand has and the output lacks.
+
+    Such an axis is summed before any multiplication: an addition, not part of the
+    product, which hls4ml's Einsum and EinsumDense cannot express (they assert).
+    """
+    first, second, output = split_equation(equation, owner)
+    for letter in set(first + second) - set(output) - {"."}:
+        if (letter in first) != (letter in second):
+            operand = operands[0] if letter in first else operands[1]
+            raise ValueError(
+                f"{owner}: in {equation!r} the axis '{letter}' of the {operand} is summed "
+                "without being multiplied (it is in neither the other operand nor the "
+                "output), which hls4ml cannot deploy. Sum that axis first (e.g. a "
+                "PGlobalAvgPool or an HDense), or keep it in the output."
+            )
+
+
+def split_two_operand_equation(equation: str, owner: str) -> tuple[str, str, str]:
+    """An HEinsum equation's three specs: batch letter first in all, no ``...``."""
+    first, second, output = split_equation(equation, owner)
     if "." in equation or not (first[:1] == second[:1] == output[:1]):
         raise ValueError(
             f"{owner}: every operand and the output must start with the batch axis, the same "
             f"letter (no '...'), e.g. 'aecd,abcd->acbe'; got {equation!r}."
         )
-    for letter in set(first + second) - set(output):
-        if (letter in first) != (letter in second):
-            raise ValueError(
-                f"{owner}: in {equation!r} the axis '{letter}' is summed without being "
-                "multiplied (it is in one input only and not in the output), which hls4ml's "
-                "Einsum cannot deploy; sum it before (e.g. a PGlobalAvgPool) or keep it."
-            )
+    check_no_direct_sum(owner, equation, ("first input", "second input"))
     return first, second, output
 
 

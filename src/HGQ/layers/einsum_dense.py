@@ -20,50 +20,20 @@ from HGQ.fixed_point import bit_span, pow2, round_half_up, round_to_grid_host
 from HGQ.full_precision import full_precision
 from HGQ.layers.base import HKernelLayer
 from HGQ.layers.dense import check_parallel_factor
-
-
-def split_equation(equation: str) -> tuple[str, str, str]:
-    """``'ab,bc->ac'`` as ``('ab', 'bc', 'ac')``, or a ValueError naming the form expected."""
-    try:
-        operands, output = equation.replace(" ", "").split("->")
-        data, kernel = operands.split(",")
-    except ValueError:
-        raise ValueError(
-            f"HEinsumDense: equation must have the form 'ab,bc->ac' (input, kernel -> "
-            f"output, as keras.layers.EinsumDense), got {equation!r}."
-        ) from None
-    return data, kernel, output
+from HGQ.layers.einsum import check_no_direct_sum, split_equation
 
 
 def without_batch(equation: str) -> str:
     """The equation on per-sample arrays (the batch letter removed; ``...`` stays)."""
-    data, kernel, output = split_equation(equation)
+    data, kernel, output = split_equation(equation, "HEinsumDense")
     if not data.startswith("..."):
         data, output = data[1:], output[1:]
     return f"{data},{kernel}->{output}"
 
 
-def check_no_direct_sum(name: str, equation: str) -> None:
-    """Refuse letters that only one operand has and the output lacks.
-
-    Such an axis is summed before any multiplication; hls4ml's EinsumDense cannot
-    express that (it asserts), and it is an addition, not part of a dense product.
-    """
-    data, kernel, output = split_equation(equation)
-    for letter in set(data + kernel) - set(output) - {"."}:
-        if (letter in data) != (letter in kernel):
-            operand = "input" if letter in data else "kernel"
-            raise ValueError(
-                f"HEinsumDense '{name}': in {equation!r} the axis '{letter}' of the {operand} "
-                "is summed without being multiplied (it is in neither the other operand nor "
-                "the output), which hls4ml's EinsumDense cannot deploy. Sum that axis first "
-                "(e.g. a PGlobalAvgPool or an HDense), or keep it in the output."
-            )
-
-
 def output_shape_of(equation: str, input_shape, kernel_shape) -> tuple[int | None, ...]:
     """The einsum's output shape, from the sizes its letters take in the operands."""
-    data, kernel, output = split_equation(equation)
+    data, kernel, output = split_equation(equation, "HEinsumDense")
     input_shape = tuple(input_shape)
     sizes = dict(zip(kernel, kernel_shape, strict=True))
     ellipsis: tuple[int | None, ...] = ()
@@ -99,7 +69,7 @@ class HEinsumDense(HKernelLayer):
         kwargs.pop("use_bias", None)  # given by bias_axes (get_config writes both)
         parallel_factor = check_parallel_factor(parallel_factor, type(self).__name__)
         super().__init__(activation=activation, use_bias=bias_axes is not None, **kwargs)
-        check_no_direct_sum(self.name, equation)
+        check_no_direct_sum(f"HEinsumDense '{self.name}'", equation, ("input", "kernel"))
         self.equation = equation
         if isinstance(output_shape, (int, np.integer)):
             output_shape = (int(output_shape),)
@@ -124,7 +94,7 @@ class HEinsumDense(HKernelLayer):
         kernel_shape, bias_shape, output_shape, input_axes, output_axes = self._shapes(input_shape)
         self.input_element_shape = tuple(int(d) for d in input_shape[1:])
         self.output_element_shape = tuple(int(d) for d in output_shape[1:])
-        data, kernel, _ = split_equation(without_batch(self.equation))
+        data, kernel, _ = split_equation(without_batch(self.equation), "HEinsumDense")
         multiplied = int(np.prod(kernel_shape, dtype=np.int64))
         free_of_kernel = set(kernel) - set(data)
         for letter in free_of_kernel:  # axes only the kernel has
