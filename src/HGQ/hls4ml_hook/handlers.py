@@ -150,6 +150,19 @@ def activation_step(name: str, activation: str, source: str, target: str, n_in: 
     }
 
 
+def linear_target(layer: HKernelLayer, target: str) -> str:
+    """Where a kernel layer's linear result goes: ``target``, or before its ReLU."""
+    return f"{target}_linear" if layer.activation_name == "relu" else target
+
+
+def then_relu(layer: HKernelLayer, step: dict[str, Any], target: str, out_shape) -> LayerDicts:
+    """``step`` (writing ``linear_target``), then the layer's ReLU into ``target`` if any."""
+    if layer.activation_name != "relu":
+        return (step,)
+    linear, n_out = linear_target(layer, target), int(np.prod(out_shape))
+    return step, activation_step(f"{layer.name}_relu", "relu", linear, target, n_out)
+
+
 class HQuantizeHandler(HGQLayerHandler):
     """HQuantize is its output quantizer alone."""
 
@@ -184,8 +197,6 @@ class HDenseHandler(HGQLayerHandler):
                 "hls4ml converts it on inputs of rank 2 to 4 (batch, up to two position "
                 "axes, features). PReshape the position axes into one before it."
             )
-        relu = layer.activation_name == "relu"
-        linear_out = f"{target}_linear" if relu else target
         if positions:  # one kernel for every position: a 1x1 (pointwise) convolution
             step = gen_conv_config(
                 in_shape=tuple(element_shape(in_tensors[0])),
@@ -210,13 +221,9 @@ class HDenseHandler(HGQLayerHandler):
             bias_data=bias,
             use_bias=True,
             input_keras_tensor_names=inputs,
-            output_keras_tensor_names=[linear_out],
+            output_keras_tensor_names=[linear_target(layer, target)],
         )
-        steps = [step]
-        if relu:
-            n_out = int(np.prod(element_shape(out_tensors[0])))
-            steps.append(activation_step(f"{layer.name}_relu", "relu", linear_out, target, n_out))
-        return steps
+        return then_relu(layer, step, target, element_shape(out_tensors[0]))
 
 
 class HEinsumDenseHandler(HGQLayerHandler):
@@ -227,26 +234,19 @@ class HEinsumDenseHandler(HGQLayerHandler):
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
         kernel, bias = deployed_weights(layer)
         out_shape = tuple(element_shape(out_tensors[0]))
-        relu = layer.activation_name == "relu"
-        linear_out = f"{target}_linear" if relu else target
-        steps = [
-            {
-                "name": layer.name,
-                "class_name": "EinsumDense",
-                "equation": without_batch(layer.equation),
-                "weight_data": kernel,
-                "bias_data": bias if bias is not None else np.zeros(out_shape),
-                "inp_shape": tuple(element_shape(in_tensors[0])),
-                "out_shape": out_shape,
-                "parallelization_factor": int(layer.parallel_factor),
-                "input_keras_tensor_names": inputs,
-                "output_keras_tensor_names": [linear_out],
-            }
-        ]
-        if relu:
-            n_out = int(np.prod(out_shape))
-            steps.append(activation_step(f"{layer.name}_relu", "relu", linear_out, target, n_out))
-        return steps
+        step = {
+            "name": layer.name,
+            "class_name": "EinsumDense",
+            "equation": without_batch(layer.equation),
+            "weight_data": kernel,
+            "bias_data": bias if bias is not None else np.zeros(out_shape),
+            "inp_shape": tuple(element_shape(in_tensors[0])),
+            "out_shape": out_shape,
+            "parallelization_factor": int(layer.parallel_factor),
+            "input_keras_tensor_names": inputs,
+            "output_keras_tensor_names": [linear_target(layer, target)],
+        }
+        return then_relu(layer, step, target, out_shape)
 
 
 class HEinsumHandler(HGQLayerHandler):
@@ -320,8 +320,6 @@ class HConvHandler(HGQLayerHandler):
         kernel, bias = deployed_weights(layer)
         rank = len(layer.kernel_size)
         config = window_geometry(layer, in_tensors, out_tensors, layer.kernel_size)
-        relu = layer.activation_name == "relu"
-        conv_out = f"{target}_linear" if relu else target
         config.update(
             name=layer.name,
             class_name=f"Conv{rank}D",
@@ -331,13 +329,9 @@ class HConvHandler(HGQLayerHandler):
             use_bias=True,
             parallelization_factor=int(layer.parallel_factor),
             input_keras_tensor_names=inputs,
-            output_keras_tensor_names=[conv_out],
+            output_keras_tensor_names=[linear_target(layer, target)],
         )
-        steps = [config]
-        if relu:
-            n_out = int(np.prod(element_shape(out_tensors[0])))
-            steps.append(activation_step(f"{layer.name}_relu", "relu", conv_out, target, n_out))
-        return steps
+        return then_relu(layer, config, target, element_shape(out_tensors[0]))
 
 
 def chained(name: str, inputs: list[str], target: str, make_step) -> list[dict[str, Any]]:
@@ -360,18 +354,12 @@ class HMergeHandler(HGQLayerHandler):
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
         op = {HAdd: "add", HSubtract: "subtract", HMultiply: "multiply"}[type(layer)]
+        shape = element_shape(out_tensors[0])
 
-        def add(name, pair, out):
-            return {
-                "name": name,
-                "class_name": "Merge",
-                "op": op,
-                "output_shape": element_shape(out_tensors[0]),
-                "input_keras_tensor_names": pair,
-                "output_keras_tensor_names": [out],
-            }
+        def merge(name: str, pair: list[str], out: str) -> dict[str, Any]:
+            return merge_step(name, op, shape, pair, out)
 
-        return chained(layer.name, inputs, target, add)
+        return chained(layer.name, inputs, target, merge)
 
 
 class PassiveLayerHandler(HGQLayerHandler):
@@ -431,15 +419,7 @@ class PReshapeHandler(PassiveLayerHandler):
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
         is_output = target in _converting.get()
         reshaped = f"{target}_reshaped" if is_output else target
-        steps = [
-            {
-                "name": layer.name,
-                "class_name": "Reshape",
-                "target_shape": element_shape(out_tensors[0]),
-                "input_keras_tensor_names": inputs,
-                "output_keras_tensor_names": [reshaped],
-            }
-        ]
+        steps = [reshape_step(layer.name, element_shape(out_tensors[0]), inputs[0], reshaped)]
         if is_output:
             steps.append(identity_step(layer, reshaped, target))
         return steps
@@ -482,16 +462,25 @@ class PDropoutHandler(PassiveLayerHandler):
 
 def pool_step(layer, in_shape, out_shape, inputs: list[str], output: str) -> dict[str, Any]:
     """An hls4ml ``Pooling1D``/``Pooling2D`` step of ``layer``'s window on these shapes."""
-    rank = len(layer.pool_size)
-    op = "Max" if layer.kind == "max" else "Average"
+    window = (tuple(layer.pool_size), tuple(layer.strides), layer.padding)
+    return pooling(layer.name, layer.kind, window, in_shape, out_shape, inputs, output)
+
+
+def pooling(
+    name: str, kind: str, window: tuple, in_shape, out_shape, inputs: list[str], output: str
+) -> dict[str, Any]:
+    """An hls4ml ``Pooling1D``/``Pooling2D`` step; ``window`` is (pool size, strides, padding)."""
+    pool_size, strides, padding = window
+    rank = len(pool_size)
+    op = "Max" if kind == "max" else "Average"
     config = gen_conv_config(
         in_shape=tuple(in_shape),
         out_shape=tuple(out_shape),
-        ker_px_shape=tuple(layer.pool_size),
-        strides=tuple(layer.strides),
-        padding=layer.padding,
+        ker_px_shape=tuple(pool_size),
+        strides=tuple(strides),
+        padding=padding,
         data_format="channels_last",
-        name=layer.name,
+        name=name,
     )
     config["pool_width"] = config.pop("filt_width")
     if rank == 2:
@@ -500,7 +489,7 @@ def pool_step(layer, in_shape, out_shape, inputs: list[str], output: str) -> dic
         config["n_in"] = config["in_width"]
         config["n_out"] = config["out_width"]
     config.update(
-        name=layer.name,
+        name=name,
         class_name=f"{op}Pooling{rank}D",
         data_format="channels_last",
         input_keras_tensor_names=inputs,
@@ -534,13 +523,7 @@ class PGlobalPoolHandler(PassiveLayerHandler):
         pooled, reshaped = f"{target}_pooled", f"{target}_reshaped" if is_output else target
         steps = [
             pool_step(layer, in_shape, pooled_shape, inputs, pooled),
-            {
-                "name": f"{layer.name}_reshape",
-                "class_name": "Reshape",
-                "target_shape": in_shape[-1:],
-                "input_keras_tensor_names": [pooled],
-                "output_keras_tensor_names": [reshaped],
-            },
+            reshape_step(f"{layer.name}_reshape", in_shape[-1:], pooled, reshaped),
         ]
         if is_output:
             steps.append(identity_step(layer, reshaped, target))
@@ -611,25 +594,8 @@ class HSoftmaxHandler(HGQLayerHandler):
 
 def row_max_pool(name: str, rows: int, n: int, source: str, target: str) -> dict[str, Any]:
     """The maximum of each row of a ``(rows, n, 1)`` tensor: a ``(1, n)`` max pool."""
-    pool = gen_conv_config(
-        in_shape=(rows, n, 1),
-        out_shape=(rows, 1, 1),
-        ker_px_shape=(1, n),
-        strides=(1, n),
-        padding="valid",
-        data_format="channels_last",
-        name=name,
-    )
-    pool["pool_width"] = pool.pop("filt_width")
-    pool["pool_height"] = pool.pop("filt_height")
-    pool.update(
-        name=name,
-        class_name="MaxPooling2D",
-        data_format="channels_last",
-        input_keras_tensor_names=[source],
-        output_keras_tensor_names=[target],
-    )
-    return pool
+    window = ((1, n), (1, n), "valid")
+    return pooling(name, "max", window, (rows, n, 1), (rows, 1, 1), [source], target)
 
 
 def reshape_step(name: str, shape, source: str, target: str) -> dict[str, Any]:
