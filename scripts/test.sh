@@ -4,7 +4,7 @@
 source "$(dirname "$0")/_venv.sh"
 # torch first and pinned: this version has a CPU wheel here; an unpinned install
 # would pull several GB of CUDA packages.
-ensure_installed test torch==2.13.0 -e ".[test,tensorflow]"
+ensure_installed test torch==2.13.0 -e ".[test,tensorflow,rtl]"
 export PYTHONUNBUFFERED=1
 echo "== ruff"
 "$VENV_PY" -m ruff check src tests bench examples

@@ -48,7 +48,7 @@ BUILD_FUNCTIONAL_HINT = (
 )
 
 
-def _graph_of(model: keras.Model) -> Any | None:
+def graph_of(model: keras.Model) -> Any | None:
     """The functional graph behind ``model``: itself if functional, the one a built
     Sequential keeps (``_functional``, private), None for a subclassed model."""
     if isinstance(model, keras.Sequential):
@@ -175,7 +175,7 @@ def _inlining(operation: Any) -> Callable[..., Any]:
 
     def apply(*args: Any, **kwargs: Any) -> Any:
         if isinstance(operation, keras.Model):
-            graph = _graph_of(operation)
+            graph = graph_of(operation)
             if graph is None:
                 return _trace_call(operation, args, kwargs)
             extra = [k for k in kwargs if k not in CONTEXT_ARGUMENTS]
@@ -192,7 +192,7 @@ def _inlining(operation: Any) -> Callable[..., Any]:
 
 def _check_flat(flat: keras.Model, model: keras.Model) -> None:
     """Refuse a graph that would not compute what ``model`` computes at inference."""
-    graph = _graph_of(flat)
+    graph = graph_of(flat)
     # Keras' nodes of this graph, grouped by depth (private; hls4ml reads it too).
     nodes = [node for level in graph._nodes_by_depth.values() for node in level]
     for node in nodes:
@@ -223,7 +223,7 @@ def _needs_rebuilding(graph: Any) -> bool:
 
 
 def _flatten(model: keras.Model) -> keras.Model:
-    graph = _graph_of(model)
+    graph = graph_of(model)
     if graph is not None and not _needs_rebuilding(graph):
         return model
     if graph is not None:

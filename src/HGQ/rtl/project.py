@@ -1,0 +1,179 @@
+"""RTLProject: a traced model as Verilog, its verilator simulation and its resources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from da4ml.codegen import RTLModel
+from da4ml.trace import to_pipeline
+from da4ml.types import CombLogic, Pipeline, minimal_kif
+
+from HGQ.rtl.synthesis import synthesize
+from HGQ.rtl.toolchain import verilator_on_path
+from HGQ.rtl.tracing import Traced
+
+#: da4ml's simulation binder passes every value as a 32-bit integer.
+MAX_SIMULATED_BITS = 32
+
+
+class RTLProject:
+    """A calibrated HGQ model as a multiplier-free (distributed arithmetic) circuit.
+
+    ``write()`` puts the Verilog (and Vivado/Quartus build scripts) in ``path``;
+    ``compile()`` builds a verilator simulation of it; ``predict(x)`` runs that
+    simulation; ``emulate(x)`` runs da4ml's bit-exact interpreter of the same circuit
+    (no compilation); ``resources()`` synthesises it with yosys.
+
+    The firmware takes each model input in the formats of the HQuantize (or
+    Signature) it feeds; ``predict`` and ``emulate`` apply that layer on the host.
+    """
+
+    def __init__(
+        self,
+        traced: Traced,
+        comb: CombLogic,
+        path: str | Path,
+        name: str,
+        latency_cutoff: float | None,
+        clock_period: float,
+        part: str,
+    ):
+        self.path = Path(path)
+        self.name = name
+        self.comb = comb
+        self.clock_period = float(clock_period)
+        self.input_layers = traced.input_layers
+        self.layers = traced.layers
+        self.input_shapes = [x.shape for x in traced.inputs]
+        self.output_shapes = [y.shape for y in traced.outputs]
+        self.pipeline: Pipeline | None = (
+            to_pipeline(comb, latency_cutoff, verbose=False) if latency_cutoff else None
+        )
+        self._rtl = RTLModel(
+            self.pipeline if self.pipeline is not None else comb,
+            name,
+            self.path,
+            flavor="verilog",
+            part_name=part,
+            clock_period=clock_period,
+            print_latency=False,
+        )
+        self._written = False
+        self._compiled = False
+        self._resources: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ files
+    def write(self) -> RTLProject:
+        """Write the Verilog, the memory files of the tables and the build scripts."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._rtl.write()
+        self._written = True
+        return self
+
+    def compile(self, verbose: bool = False) -> RTLProject:
+        """Write, then build the verilator simulation (about 5-60 s)."""
+        self._check_simulable()
+        if not self._written:
+            self.write()
+        with verilator_on_path():
+            self._rtl._compile(verbose=verbose, openmp=False)
+        self._compiled = True
+        return self
+
+    def _check_simulable(self) -> None:
+        for what, qints in (("input", self.comb.inp_qint), ("output", self.comb.out_qint)):
+            kifs = np.array([minimal_kif(q) for q in qints], dtype=np.int64)
+            width = int(kifs[:, 0].max() + kifs[:, 1].max() + kifs[:, 2].max())
+            if width > MAX_SIMULATED_BITS:
+                raise ValueError(
+                    f"The firmware's {what}s span {width} bits (the widest sign, integer and "
+                    f"fractional parts together); da4ml's simulation passes at most "
+                    f"{MAX_SIMULATED_BITS}. The Verilog is still valid (write()), but it "
+                    "cannot be simulated: narrow the extreme formats of that "
+                    f"{what} (bw_clip)."
+                )
+
+    # -------------------------------------------------------------- inference
+    def firmware_inputs(self, x: Any) -> np.ndarray:
+        """``x`` (an array, or a list of arrays for several inputs) as the firmware gets
+        it: through each input's HQuantize/Signature, one row of values per sample."""
+        arrays = list(x) if isinstance(x, (list, tuple)) else [x]
+        if len(arrays) != len(self.input_layers):
+            raise ValueError(
+                f"The model has {len(self.input_layers)} input(s); got {len(arrays)} array(s)."
+            )
+        rows = []
+        for layer, array in zip(self.input_layers, arrays, strict=True):
+            values = layer(np.asarray(array, dtype=np.float32), training=False)
+            values = np.asarray(keras.ops.convert_to_numpy(values), dtype=np.float64)
+            rows.append(values.reshape(values.shape[0], -1))
+        return np.concatenate(rows, axis=1)
+
+    def _split_outputs(self, flat: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        outputs, start = [], 0
+        for shape in self.output_shapes:
+            size = int(np.prod(shape, dtype=np.int64))
+            outputs.append(flat[:, start : start + size].reshape((-1,) + tuple(shape)))
+            start += size
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def predict(self, x: Any) -> np.ndarray | list[np.ndarray]:
+        """The verilator simulation's outputs on ``x`` (``compile()`` first)."""
+        if not self._compiled:
+            raise RuntimeError("Call compile() before predict(): the simulation is not built.")
+        flat = self._rtl.predict(self.firmware_inputs(x), n_threads=1)
+        return self._split_outputs(np.asarray(flat, dtype=np.float64))
+
+    def emulate(self, x: Any) -> np.ndarray | list[np.ndarray]:
+        """da4ml's bit-exact interpreter of the circuit on ``x`` (nothing to compile)."""
+        flat = self.comb.predict(self.firmware_inputs(x), n_threads=1)
+        return self._split_outputs(np.asarray(flat, dtype=np.float64))
+
+    # -------------------------------------------------------------- resources
+    @property
+    def stages(self) -> int:
+        """Clock cycles from input to output: pipeline stages, 0 when combinational."""
+        return len(self.pipeline.solutions) if self.pipeline is not None else 0
+
+    def resources(self) -> dict[str, Any]:
+        """LUTs and flip-flops from yosys (UltraScale+), da4ml's estimates and latency.
+
+        ``lut`` counts LUT1-LUT6 cells (an inverter is a LUT1), ``ff`` flip-flops,
+        ``carry`` carry-chain cells; ``lut_estimate`` is da4ml's own figure for the
+        whole circuit and ``per_layer`` gives it per layer (yosys flattens the design,
+        so its counts are for the whole). ``latency`` gives ``cycles`` (pipeline
+        stages at ``clock_period_ns``; 0 for a combinational circuit) and da4ml's
+        ``delay_estimate`` of the longest path, in its own adder-delay units.
+        """
+        if self._resources is None:
+            if not self._written:
+                self.write()
+            synthesis = synthesize(self.path, self.name)
+            self._resources = {
+                "lut": synthesis["lut"],
+                "ff": synthesis["ff"],
+                "carry": synthesis["carry"],
+                "lut_estimate": float(self.comb.cost),
+                "ff_estimate": int(self.pipeline.reg_bits) if self.pipeline is not None else 0,
+                "latency": {
+                    "cycles": self.stages,
+                    "clock_period_ns": self.clock_period,
+                    "delay_estimate": float(max(self.comb.latency)),
+                },
+                "per_layer": [layer._asdict() for layer in self.layers],
+                "cells": synthesis["cells"],
+            }
+        return self._resources
+
+    def __repr__(self) -> str:
+        kind = f"{self.stages} pipeline stages" if self.pipeline else "combinational"
+        return (
+            f"RTLProject('{self.name}' at {self.path}: {self.comb.shape[0]} inputs -> "
+            f"{self.comb.shape[1]} outputs, {kind}, da4ml estimate {self.comb.cost:.0f} LUTs)"
+        )
+
+
+__all__ = ["RTLProject"]

