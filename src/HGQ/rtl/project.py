@@ -15,6 +15,15 @@ from HGQ.rtl.synthesis import synthesize
 from HGQ.rtl.toolchain import verilator_on_path
 from HGQ.rtl.tracing import Traced
 
+#: How da4ml's makefile runs verilator. ``-Wall`` is da4ml's; a circuit whose inputs or
+#: outputs are all 0 bits wide (a constant) only draws warnings about empty vectors, so
+#: they are not fatal. The pip wheel's make rules leave the precompiled header's
+#: ``-include`` flag empty (the C++ build then fails on larger designs): set it.
+VERILATOR_BUILD_ENV = {
+    "VERILATOR_FLAGS": "-Wall -Wno-fatal",
+    "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include",
+}
+
 #: da4ml's simulation binder passes every value as a 32-bit integer.
 MAX_SIMULATED_BITS = 32
 
@@ -79,7 +88,7 @@ class RTLProject:
         if not self._written:
             self.write()
         with verilator_on_path():
-            self._rtl._compile(verbose=verbose, openmp=False)
+            self._rtl._compile(verbose=verbose, openmp=False, _env=VERILATOR_BUILD_ENV)
         self._compiled = True
         return self
 
@@ -94,6 +103,12 @@ class RTLProject:
                     f"{MAX_SIMULATED_BITS}. The Verilog is still valid (write()), but it "
                     "cannot be simulated: narrow the extreme formats of that "
                     f"{what} (bw_clip)."
+                )
+            if width == 0:
+                raise ValueError(
+                    f"Every firmware {what} is 0 bits wide, so the circuit is a constant and "
+                    "verilator has nothing to simulate. emulate() gives its outputs; train "
+                    "with a smaller bops_reg_factor to keep some bits."
                 )
 
     # -------------------------------------------------------------- inference

@@ -25,13 +25,21 @@ TOOLS = {
 }
 
 
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a broken or blocked package counts as missing
+        return False
+
+
 def missing_tools() -> list[str]:
-    return [name for name in TOOLS if importlib.util.find_spec(name) is None]
+    """The RTL tools that cannot be imported here."""
+    return [name for name in TOOLS if not _installed(name)]
 
 
 def require(*names: str) -> None:
     """Raise ImportError naming the missing tools among ``names`` and the extra."""
-    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    missing = [name for name in names if not _installed(name)]
     if missing:
         what = "; ".join(f"{name} ({TOOLS[name]})" for name in missing)
         raise ImportError(f"HGQ.rtl needs {what}. {INSTALL_HINT}")

