@@ -237,6 +237,19 @@ def test_permute_then_flatten_then_dense(tmp_path):
         assert hs.mismatches(model, model_hls, data) == (0, 2 * 7 * 256)
 
 
+@pytest.mark.parametrize("name", ["perm", "dim", "inputs"])
+def test_layer_named_like_an_hls4ml_attribute(name, tmp_path):
+    """hls4ml keeps a layer's output variable among its attributes under the layer's
+    name: a PPermute named 'perm' replaced the Transpose's permutation with a tensor
+    and the conversion crashed (found by the RTL tests' model). Fix: the Transpose
+    step has its own name."""
+    inp = keras.Input((3, 2))
+    x = PPermute((2, 1), name=name)(HQuantize(name="inp_q")(inp))
+    model = keras.Model(inp, HDense(2, name="head")(PFlatten(name="flat")(x)))
+    x_cal = np.random.default_rng(3).normal(size=(128, 3, 2)).astype("float32")
+    assert_exact(model, x_cal, tmp_path)
+
+
 def test_symmetric_saturation_of_the_most_negative_input(tmp_path):
     """SAT_SYM clips a signed format to [-max, max]: fixed<4,2> keeps -2 out, so an input
     of -2 (from a fixed<2,2> quantizer) becomes -1.75. HGQ's narrowing took the

@@ -358,3 +358,43 @@ except ImportError as error:
     assert "HGQ 0.1.0" in result.stdout, result.stderr[-2000:]
     assert "refused: HGQ.rtl needs da4ml" in result.stdout
     assert "pip install 'hgq-keras[rtl]'" in result.stdout
+
+
+# ------------------------------------------- hls4ml's distributed arithmetic strategy
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mlp", "cnn2d", "attention"])
+def test_hls4ml_distributed_arithmetic_strategy_is_exact(name, tmp_path):
+    """hls4ml's DA kernels (da4ml adder trees in HLS) with HGQ's per-element quantizers:
+    C simulation equal to Keras. hls4ml's pass that folds the quantizer before a DA
+    kernel into it is kept out (it dropped 'inp_q' of the MLP)."""
+    pytest.importorskip("hls4ml")
+    from HGQ.hls4ml_hook import convert_from_hgq_model
+
+    model, probes = _calibrated(name)
+    model_hls = convert_from_hgq_model(
+        model, str(tmp_path / "prj"), backend="Vitis", strategy="distributed_arithmetic"
+    )
+    kernels = [layer for layer in model_hls.get_layers() if layer.get_attr("da_codegen")]
+    assert kernels, "no layer was built with distributed arithmetic"
+    model_hls.compile()
+    for kind, x in probes.items():
+        got = model_hls.predict(np.ascontiguousarray(x[0]))
+        differ, total = _differences(model.predict(x[0], verbose=0), got)
+        assert differ == 0, f"{name}/{kind}: {differ}/{total} outputs differ"
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"strategy": "resource"}, ValueError, "'latency'.*'distributed_arithmetic'"),
+        ({"strategy": "distributed_arithmetic", "bias_accum": 2}, ValueError, "one of the two"),
+    ],
+)
+def test_hls4ml_strategy_options_are_checked(options, error, message, tmp_path):
+    pytest.importorskip("hls4ml")
+    from HGQ.hls4ml_hook import convert_from_hgq_model
+
+    model, _ = _calibrated("mlp")
+    with pytest.raises(error, match=message):
+        convert_from_hgq_model(model, str(tmp_path / "prj"), **options)
+    assert not (tmp_path / "prj").exists()

@@ -27,6 +27,7 @@ def convert_from_hgq_model(
     bias_accum: int | None = None,
     io_type: str = "io_parallel",
     backend: str = "Vivado",
+    strategy: str = "latency",
     **hls4ml_kwargs: Any,
 ) -> ModelGraph:
     """Convert a calibrated HGQ model to an hls4ml ``ModelGraph`` (see ``convert``)."""
@@ -44,6 +45,7 @@ def convert_from_hgq_model(
         bias_accum=bias_accum,
         io_type=io_type,
         backend=backend,
+        strategy=strategy,
         **hls4ml_kwargs,
     )
 

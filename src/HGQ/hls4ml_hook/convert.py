@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +28,32 @@ FLOAT32_EXACT_BITS = 24
 #: hls4ml backends whose per-element quantizer (``FixedPointQuantizer``) HGQ deploys
 #: through; hls4ml 1.3's Quartus, oneAPI and Catapult backends lack it or its C++.
 SUPPORTED_BACKENDS = ("Vivado", "Vitis")
+
+
+#: ``strategy`` values and hls4ml's name for each.
+STRATEGIES = {"latency": "Latency", "distributed_arithmetic": "distributed_arithmetic"}
+
+
+def _check_strategy(strategy: str, bias_accum: int | None) -> str:
+    """hls4ml's name of ``strategy``, or an error naming what is accepted."""
+    if not isinstance(strategy, str) or strategy.lower() not in STRATEGIES:
+        raise ValueError(
+            f"strategy={strategy!r}: use 'latency' (multipliers, hls4ml's default) or "
+            "'distributed_arithmetic' (da4ml's multiplier-free adder trees)."
+        )
+    if strategy.lower() == "distributed_arithmetic":
+        if importlib.util.find_spec("da4ml") is None:
+            raise ImportError(
+                "strategy='distributed_arithmetic' needs da4ml. Install it with: pip "
+                "install 'hgq-keras[rtl]'."
+            )
+        if bias_accum is not None:
+            raise ValueError(
+                "bias_accum cuts the Latency strategy's accumulators; "
+                "strategy='distributed_arithmetic' sizes its adder trees exactly. Pass "
+                "one of the two."
+            )
+    return STRATEGIES[strategy.lower()]
 
 
 def _check_options(io_type: str, bias_accum: int | None, backend: str) -> None:
@@ -71,12 +98,18 @@ def _check_convertible(model: keras.Model) -> None:
 
 
 #: hls4ml's pass that folds a one-format FixedPointQuantizer into the layer before it.
-QUANTIZER_FUSION_PASS = "fuse_fixed_point_quantizer"
+#: Passes that fold an HGQ quantizer into a neighbouring layer, by the flow holding them.
+QUANTIZER_FUSION_PASSES = {
+    "convert": "fuse_fixed_point_quantizer",
+    # With strategy='distributed_arithmetic': casts the kernel's inputs inside the DA
+    # kernel from hls4ml's reading of the formats, then drops the quantizer.
+    "vivado:optimize": "vivado:fuse_quantizer_into_d_a_layers",
+}
 
 
 @contextlib.contextmanager
 def _quantizer_fusion_disabled() -> Iterator[None]:
-    """Run hls4ml's ``convert`` flow without folding quantizers into the previous layer.
+    """Run hls4ml's flows without folding quantizers into other layers.
 
     The fold (``FuseFixedPointQuantizer``) replaces a quantizer whose elements share one
     format by that format on the previous layer's result, which loses a format when two
@@ -84,18 +117,20 @@ def _quantizer_fusion_disabled() -> Iterator[None]:
     defines the input twice in C++ when the quantizer's tensor is a model output. Keeping
     every quantizer costs no hardware: a cast is wiring. hls4ml 1.3 parses the
     ``SkipOptimizers`` config key but never applies it (``ModelGraph._parse_hls_config``),
-    so the pass is taken out of the flow for the duration of the conversion.
+    so the passes are taken out of their flows for the duration of the conversion.
     """
-    optimizers = get_flow("convert").optimizers
-    if QUANTIZER_FUSION_PASS not in optimizers:
-        yield
-        return
-    position = optimizers.index(QUANTIZER_FUSION_PASS)
-    optimizers.pop(position)
+    removed = []
+    for flow_name, pass_name in QUANTIZER_FUSION_PASSES.items():
+        optimizers = get_flow(flow_name).optimizers
+        if pass_name in optimizers:
+            removed.append((optimizers, optimizers.index(pass_name), pass_name))
+    for optimizers, position, _ in reversed(removed):
+        optimizers.pop(position)
     try:
         yield
     finally:
-        optimizers.insert(position, QUANTIZER_FUSION_PASS)
+        for optimizers, position, pass_name in removed:
+            optimizers.insert(position, pass_name)
 
 
 def _apply_bias_accum(model_hls: ModelGraph, keras_model: keras.Model, bias_accum: int) -> None:
@@ -246,6 +281,7 @@ def convert(
     bias_accum: int | None,
     io_type: str,
     backend: str,
+    strategy: str = "latency",
     **hls4ml_kwargs: Any,
 ) -> ModelGraph:
     """Convert a calibrated HGQ model to an hls4ml ``ModelGraph``, bit-exact.
@@ -255,13 +291,17 @@ def convert(
     ``bias_accum=None`` keeps every accumulator as wide as interval arithmetic says
     (exact). An int cuts accumulators of Dense/Conv layers to that many fractional
     bits beyond their output's finest format: cheaper, but then the firmware may differ
-    from the Keras model. Other keywords go to ``hls4ml.converters.convert_from_keras_model``.
+    from the Keras model. ``strategy='distributed_arithmetic'`` builds the Dense, Conv
+    and EinsumDense kernels as da4ml's multiplier-free adder trees (hls4ml's DA strategy,
+    io_parallel, reuse factor 1) instead of multipliers; the quantizers stay separate
+    casts. Other keywords go to ``hls4ml.converters.convert_from_keras_model``.
 
     Functional and Sequential models convert as they are; subclassed models and models
     nested in others are converted through one functional graph of the same layers
     (``flat_functional``), which hls4ml keeps as the project's Keras model.
     """
     _check_options(io_type, bias_accum, backend)
+    hls_strategy = _check_strategy(strategy, bias_accum)
     check_only_hgq_layers(model)
     with flat_functional(model) as flat:
         return _convert_flat(
@@ -272,6 +312,7 @@ def convert(
             bias_accum=bias_accum,
             io_type=io_type,
             backend=backend,
+            strategy=hls_strategy,
             **hls4ml_kwargs,
         )
 
@@ -285,6 +326,7 @@ def _convert_flat(
     bias_accum: int | None,
     io_type: str,
     backend: str,
+    strategy: str,
     **hls4ml_kwargs: Any,
 ) -> ModelGraph:
     """``convert`` on a functional model without nested models (``flat_functional``)."""
@@ -293,7 +335,7 @@ def _convert_flat(
     hls_config.setdefault("Model", {})
     hls_config["Model"].setdefault("Precision", "fixed<16,6>")
     hls_config["Model"].setdefault("ReuseFactor", 1)
-    hls_config["Model"].setdefault("Strategy", "Latency")
+    hls_config["Model"].setdefault("Strategy", strategy)
     outputs = frozenset(t.name for t in model.outputs)
     with hgq_conversion(outputs), _quantizer_fusion_disabled(), warnings.catch_warnings():
         # A fold hls4ml warns about is a wrong design: make it an error.

@@ -433,6 +433,10 @@ class PPermuteHandler(PassiveLayerHandler):
     Dense weights, whatever the Transpose's own: an identity permutation, or most
     3-axis ones, then computed another layer (960 of 1024 outputs). The quantizer
     (see ``identity_step``) breaks that chain.
+
+    The Transpose gets its own name: hls4ml keeps a layer's output variable among its
+    attributes under the layer's name, so a PPermute named ``perm`` overwrote the
+    Transpose's ``perm`` attribute and the conversion crashed.
     """
 
     handles = handler_keys(PPermute)
@@ -441,7 +445,7 @@ class PPermuteHandler(PassiveLayerHandler):
         transposed = f"{target}_transposed"
         return [
             {
-                "name": layer.name,
+                "name": f"{layer.name}_transpose",
                 "class_name": "Transpose",
                 "perm": [int(d) - 1 for d in layer.dims],
                 "input_keras_tensor_names": inputs,

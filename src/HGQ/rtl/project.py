@@ -153,7 +153,7 @@ class RTLProject:
         """Clock cycles from input to output: pipeline stages, 0 when combinational."""
         return len(self.pipeline.solutions) if self.pipeline is not None else 0
 
-    def resources(self) -> dict[str, Any]:
+    def resources(self, lut_mapper: str = "abc") -> dict[str, Any]:
         """LUTs and flip-flops from yosys (UltraScale+), da4ml's estimates and latency.
 
         ``lut`` counts LUT1-LUT6 cells (an inverter is a LUT1), ``ff`` flip-flops,
@@ -162,12 +162,15 @@ class RTLProject:
         so its counts are for the whole). ``latency`` gives ``cycles`` (pipeline
         stages at ``clock_period_ns``; 0 for a combinational circuit) and da4ml's
         ``delay_estimate`` of the longest path, in its own adder-delay units.
+        ``lut_mapper='abc9'`` maps LUTs as ``synth_xilinx`` does by default (ABC9: a few
+        percent more LUTs here, minutes instead of seconds on thousands of LUTs).
         """
-        if self._resources is None:
+        if self._resources is None or self._resources["lut_mapper"] != lut_mapper:
             if not self._written:
                 self.write()
-            synthesis = synthesize(self.path, self.name)
+            synthesis = synthesize(self.path, self.name, mapper=lut_mapper)
             self._resources = {
+                "lut_mapper": lut_mapper,
                 "lut": synthesis["lut"],
                 "ff": synthesis["ff"],
                 "carry": synthesis["carry"],
