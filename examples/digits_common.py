@@ -47,6 +47,30 @@ def verify_deployment(model: keras.Model, x_test: np.ndarray, output_dir: str) -
         print(f"bit-exact: {equal}/{expected.size} outputs ({label})")
 
 
+def verify_rtl(
+    model: keras.Model, x_test: np.ndarray, output_dir: str, ebops: float, cutoff: float = 5.0
+) -> None:
+    """Verilog through da4ml, its verilator simulation checked bit for bit, then LUTs
+    (yosys, UltraScale+), flip-flops and clock cycles next to the EBOPs."""
+    from HGQ.rtl import convert_to_rtl
+
+    project = convert_to_rtl(model, output_dir, latency_cutoff=cutoff, clock_period=5.0)
+    project.compile()
+    rng = np.random.default_rng(0)
+    far = (x_test * 8 + rng.normal(scale=4, size=x_test.shape)).astype("float32")
+    for label, x in (("test set", x_test), ("far outside the calibrated range", far)):
+        expected = model.predict(x, verbose=0)
+        got = np.asarray(project.predict(x)).reshape(expected.shape)
+        equal = int(np.sum(got == expected))
+        print(f"verilator bit-exact: {equal}/{expected.size} outputs ({label})")
+    r = project.resources()
+    print(
+        f"{ebops:,.0f} EBOPs -> {r['lut']:,} LUTs (yosys; da4ml estimates "
+        f"{r['lut_estimate']:,.0f}), {r['ff']:,} flip-flops, {r['latency']['cycles']} clock cycles "
+        f"(pipelined at da4ml delay {cutoff:g} per stage)"
+    )
+
+
 def train_float_reference(
     model: keras.Model, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int
 ) -> keras.Model:

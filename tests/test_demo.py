@@ -54,8 +54,20 @@ def test_demo_keeps_a_front_writes_figures_and_deploys_bit_exactly(tmp_path):
     assert (tmp_path / "front.png").stat().st_size > 0
     assert (tmp_path / "bitwidths.png").stat().st_size > 0
     assert len(os.listdir(tmp_path / "front")) == len(rows)
-    exact = re.findall(r"bit-exact: (\d+)/(\d+) outputs", text)
+    exact = re.findall(r"^bit-exact: (\d+)/(\d+) outputs", text, re.M)
     assert len(exact) == 2 and all(a == b == "4500" for a, b in exact), text[-2000:]
+    try:
+        import da4ml  # noqa: F401
+    except ImportError:
+        assert "no RTL step" in text
+        return
+    rtl = re.findall(r"^verilator bit-exact: (\d+)/(\d+) outputs", text, re.M)
+    assert len(rtl) == 2 and all(a == b == "4500" for a, b in rtl), text[-2000:]
+    cost = re.search(r"^([\d,]+) EBOPs -> ([\d,]+) LUTs .* (\d+) clock cycles", text, re.M)
+    assert cost, text[-2000:]
+    chosen_ebops = int(cost.group(1).replace(",", ""))
+    assert chosen_ebops in {int(r[2].replace(",", "")) for r in rows}
+    assert int(cost.group(2).replace(",", "")) > 0 and int(cost.group(3)) >= 1
 
 
 def test_startup_filter_drops_only_native_info_lines():

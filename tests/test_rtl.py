@@ -312,6 +312,20 @@ def test_input_feeding_two_layers_is_refused(tmp_path):
         convert_to_rtl(model, tmp_path / "x")
 
 
+def test_sequential_rebuilt_on_the_same_input(tmp_path):
+    """Only the graph's current nodes count: a Sequential rebuilt (here by pop/add; the
+    demo's reloaded checkpoint too) calls 'inp_q' on its Input tensor again, and the old
+    nodes made the input look fed to several layers."""
+    model = keras.Sequential(
+        [keras.Input((6,)), HQuantize(name="inp_q"), HDense(5, name="d"), HDense(2, name="head")]
+    )
+    model.add(model.pop())
+    x = np.random.default_rng(0).normal(size=(256, 6)).astype("float32")
+    compute_bops(model, x, verbose=False)
+    project = convert_to_rtl(model, tmp_path / "x")
+    assert _differences(model.predict(x, verbose=0), project.emulate(x))[0] == 0
+
+
 def test_uncalibrated_model_is_refused(tmp_path):
     model = mlp()
     with pytest.raises(RuntimeError, match="compute_bops"):

@@ -49,11 +49,11 @@ def _element_shape(tensor: Any) -> tuple[int, ...]:
 def _input_layers(graph: keras.Model) -> list[QLayerBase]:
     """The one HQuantize or Signature each model input feeds, in input order."""
     consumers: dict[int, list[Any]] = {id(t): [] for t in graph.inputs}
-    for layer in graph.layers:
-        for node in layer._inbound_nodes:
-            for tensor in node.input_tensors:
-                if id(tensor) in consumers:
-                    consumers[id(tensor)].append(layer)
+    # This graph's nodes only: a layer also keeps the nodes of other models it is in.
+    for node in _nodes(graph):
+        for tensor in node.input_tensors:
+            if id(tensor) in consumers:
+                consumers[id(tensor)].append(node.operation)
     found = []
     for tensor in graph.inputs:
         layers = consumers[id(tensor)]
@@ -66,6 +66,12 @@ def _input_layers(graph: keras.Model) -> list[QLayerBase]:
             )
         found.append(layers[0])
     return found
+
+
+def _nodes(graph: keras.Model) -> list[Any]:
+    """The graph's nodes in the order Keras runs them (``_nodes_by_depth``, private)."""
+    by_depth = graph._nodes_by_depth
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
 
 
 def _input_variables(layer: QLayerBase, shape: tuple[int, ...], hwconf, options) -> Any:
@@ -108,19 +114,18 @@ def trace_model(
             values[id(tensor)] = variables
             inputs.append(variables)
         layers = []
-        for depth in sorted(graph._nodes_by_depth, reverse=True):
-            for node in graph._nodes_by_depth[depth]:
-                layer = node.operation
-                if node.is_input or isinstance(layer, keras.layers.InputLayer):
-                    continue
-                args = [values[id(t)] for t in node.input_tensors]
-                out_tensor = node.output_tensors[0]
-                output = rule_for(layer)(layer, args, _element_shape(out_tensor))
-                values[id(out_tensor)] = output
-                delay = max(float(v.latency) for v in output._vars.ravel())
-                layers.append(
-                    LayerTrace(layer.name, type(layer).__name__, _layer_cost(args, output), delay)
-                )
+        for node in _nodes(graph):
+            layer = node.operation
+            if node.is_input or isinstance(layer, keras.layers.InputLayer):
+                continue
+            args = [values[id(t)] for t in node.input_tensors]
+            out_tensor = node.output_tensors[0]
+            output = rule_for(layer)(layer, args, _element_shape(out_tensor))
+            values[id(out_tensor)] = output
+            delay = max(float(v.latency) for v in output._vars.ravel())
+            layers.append(
+                LayerTrace(layer.name, type(layer).__name__, _layer_cost(args, output), delay)
+            )
         outputs = [values[id(t)] for t in graph.outputs]
         return Traced(inputs, outputs, input_layers, layers)
 
