@@ -326,6 +326,18 @@ def test_sequential_rebuilt_on_the_same_input(tmp_path):
     assert _differences(model.predict(x, verbose=0), project.emulate(x))[0] == 0
 
 
+def test_relative_output_dir(tmp_path, monkeypatch):
+    """The demo writes to 'build/...': yosys runs in another directory, so a relative
+    project path must be resolved first (it failed with 'binop.v not found')."""
+    monkeypatch.chdir(tmp_path)
+    inp = keras.Input((4,))
+    model = keras.Model(inp, HDense(3, name="d")(HQuantize(name="inp_q")(inp)))
+    compute_bops(model, np.random.default_rng(0).normal(size=(64, 4)), verbose=False)
+    resources = convert_to_rtl(model, "relative/prj").resources()
+    assert resources["lut"] > 0
+    assert (tmp_path / "relative" / "prj" / "src" / "yosys_stat.json").exists()
+
+
 def test_uncalibrated_model_is_refused(tmp_path):
     model = mlp()
     with pytest.raises(RuntimeError, match="compute_bops"):

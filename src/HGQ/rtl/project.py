@@ -50,7 +50,7 @@ class RTLProject:
         clock_period: float,
         part: str,
     ):
-        self.path = Path(path)
+        self.path = Path(path).resolve()
         self.name = name
         self.comb = comb
         self.clock_period = float(clock_period)

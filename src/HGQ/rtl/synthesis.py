@@ -62,7 +62,7 @@ def synthesize(
     require("pyosys")
     if mapper not in LUT_MAPPERS:
         raise ValueError(f"lut_mapper must be one of {LUT_MAPPERS}, got {mapper!r}.")
-    src = Path(project_dir) / "src"
+    src = Path(project_dir).resolve() / "src"  # yosys runs in src/memfiles
     sources = sorted(str(p) for p in (src / "static").glob("*.v"))
     sources += sorted(str(p) for p in src.glob("*.v") if not p.stem.endswith("_wrapper"))
     stat = src / "yosys_stat.json"
