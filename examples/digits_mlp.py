@@ -158,10 +158,15 @@ def main() -> None:
 
     if args.no_rtl:
         return
-    from HGQ.rtl.toolchain import INSTALL_HINT, missing_tools
+    try:  # importing HGQ.rtl needs da4ml; the error names the extra
+        from HGQ.rtl import INSTALL_HINT, missing_tools
 
-    if missing_tools():
-        print(f"\n(no RTL step: {', '.join(missing_tools())} missing. {INSTALL_HINT})")
+        missing = missing_tools()
+        unavailable = f"{', '.join(missing)} missing. {INSTALL_HINT}" if missing else ""
+    except ImportError as error:
+        unavailable = str(error)
+    if unavailable:
+        print(f"\n(no RTL step: {unavailable})")
         if args.rtl:
             raise SystemExit(1)
         return

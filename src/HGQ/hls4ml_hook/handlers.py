@@ -73,16 +73,6 @@ def handler_keys(*classes: type) -> tuple[str, ...]:
     return tuple(f"{cls.__module__}.{cls.__name__}" for cls in classes)
 
 
-def numpy_of(tensor: Any) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float64)
-
-
-def deployed_weights(layer: HKernelLayer) -> tuple[np.ndarray, np.ndarray | None]:
-    """The kernel and bias exactly as the layer computes with them at inference."""
-    bias = layer.deployed_bias()
-    return numpy_of(layer.deployed_kernel()), (numpy_of(bias) if bias is not None else None)
-
-
 class HGQLayerHandler(KerasV3LayerHandler):
     """Base of HGQ handlers: the layer's operations, then its output quantizer.
 
@@ -188,7 +178,7 @@ class HDenseHandler(HGQLayerHandler):
     handles = handler_keys(HDense, HDenseBatchNorm)
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
-        kernel, bias = deployed_weights(layer)
+        kernel, bias = layer.deployed_weights()
         bias = bias if bias is not None else np.zeros(kernel.shape[-1])
         positions = element_shape(in_tensors[0])[:-1]
         if len(positions) > 2:
@@ -232,7 +222,7 @@ class HEinsumDenseHandler(HGQLayerHandler):
     handles = handler_keys(HEinsumDense)
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
-        kernel, bias = deployed_weights(layer)
+        kernel, bias = layer.deployed_weights()
         out_shape = tuple(element_shape(out_tensors[0]))
         step = {
             "name": layer.name,
@@ -317,7 +307,7 @@ class HConvHandler(HGQLayerHandler):
     handles = handler_keys(HConv1D, HConv2D, HConv1DBatchNorm, HConv2DBatchNorm)
 
     def operations(self, layer, in_tensors, out_tensors, inputs, target):
-        kernel, bias = deployed_weights(layer)
+        kernel, bias = layer.deployed_weights()
         rank = len(layer.kernel_size)
         config = window_geometry(layer, in_tensors, out_tensors, layer.kernel_size)
         config.update(

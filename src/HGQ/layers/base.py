@@ -537,6 +537,13 @@ class HKernelLayer(HBaseLayer):
         """``quantized_bias()`` at inference, computed on the host (for conversion)."""
         return self.quantize_bias_host(self.bias.numpy()) if self.use_bias else None
 
+    def deployed_weights(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The kernel and bias (None without one) as deployed, float64 numpy: what both
+        deployments (hls4ml, HGQ.rtl) build the layer from."""
+        bias = self.deployed_bias()
+        as_numpy = lambda a: np.asarray(ops.convert_to_numpy(a), dtype=np.float64)  # noqa: E731
+        return as_numpy(self.deployed_kernel()), (as_numpy(bias) if bias is not None else None)
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(

@@ -26,6 +26,9 @@ from HGQ.hls4ml_hook.formats import quantizer_rounding
 from HGQ.layers import (
     HActivation,
     HAdd,
+    HConv1D,
+    HConv2D,
+    HDense,
     HEinsum,
     HEinsumDense,
     HMultiHeadAttention,
@@ -42,7 +45,7 @@ from HGQ.layers import (
 )
 from HGQ.layers.activation import MAX_TABLE_INPUT_BITS
 from HGQ.layers.base import HBaseLayer, HKernelLayer, QLayerBase
-from HGQ.layers.conv import same_padding
+from HGQ.layers.conv import conv_output_length, same_padding
 from HGQ.layers.einsum_dense import without_batch
 from HGQ.layers.pooling import _PGlobalPoolBase, _PMaxPoolBase, _PPoolBase
 from HGQ.quantizer import HGQuantizer
@@ -116,15 +119,10 @@ def apply_table(
     outputs = quantizer(function(keras.ops.convert_to_tensor(batch)), training=False)
     outputs = np.asarray(keras.ops.convert_to_numpy(outputs), dtype=np.float64)
     outputs = outputs.reshape(longest, -1)
-    looked_up = [
-        v.lookup(outputs[: len(g), n]) if len(g) > 1 else _constant(outputs[0, n], v)
-        for n, (v, g) in enumerate(zip(flat, grids, strict=True))
-    ]
+    # A one-entry table (a constant input) gives da4ml's constant.
+    pairs = enumerate(zip(flat, grids, strict=True))
+    looked_up = [v.lookup(outputs[: len(g), n]) for n, (v, g) in pairs]
     return _wrap(np.array(looked_up, dtype=object).reshape(x.shape), x)
-
-
-def _constant(value: float, like: FixedVariable) -> FixedVariable:
-    return FixedVariable.from_const(float(value), hwconf=like.hwconf)
 
 
 # ------------------------------------------------------------------ kernel layers
@@ -140,8 +138,6 @@ def _explicit_ellipsis(equation: str, data_rank: int) -> str:
 
 def _linear(layer: HKernelLayer, x: FixedVariableArray, kernel: np.ndarray) -> FixedVariableArray:
     """The layer's linear map with ``kernel`` (constant multiplications, summed)."""
-    from HGQ.layers import HConv1D, HConv2D, HDense
-
     if isinstance(layer, HEinsumDense):
         equation = _explicit_ellipsis(without_batch(layer.equation), x.ndim)
         return np.einsum(equation, x, kernel)
@@ -176,8 +172,8 @@ def _windows(
         else [(0, 0)] * len(spatial)
     )
     out_shape = tuple(
-        (n + before + after - k) // s + 1
-        for n, k, s, (before, after) in zip(spatial, window, strides, pads, strict=True)
+        conv_output_length(n, k, s, padding)
+        for n, k, s in zip(spatial, window, strides, strict=True)
     )
     members: dict[tuple[int, ...], list[np.ndarray | None]] = {}
     for out_index in np.ndindex(out_shape):
@@ -195,11 +191,10 @@ def _windows(
 
 def kernel_layer(layer: HKernelLayer, inputs, out_shape) -> FixedVariableArray:
     """Dense, Conv, EinsumDense (and their BatchNorm-fused forms): linear, bias, ReLU, Q."""
-    kernel = np.asarray(keras.ops.convert_to_numpy(layer.deployed_kernel()), np.float64)
+    kernel, bias = layer.deployed_weights()
     y = _linear(layer, inputs[0], kernel)
-    bias = layer.deployed_bias()
     if bias is not None:
-        y = y + np.asarray(keras.ops.convert_to_numpy(bias), np.float64)
+        y = y + bias
     if layer.activation_name == "relu":
         y = y.relu()
     return quantize_with(y, layer.pre_activation_quantizer)
@@ -248,14 +243,8 @@ def softmax_layer(layer: HSoftmax, inputs, out_shape) -> FixedVariableArray:
     owner = f"HSoftmax '{layer.name}'"
     e = apply_table(d, layer.exponential, layer.exp_quantizer, owner)
     s = np.sum(e, axis=-1, keepdims=True)
-    r = apply_table(_as_array(s, e), layer.reciprocal, layer.inv_quantizer, owner)
+    r = apply_table(s, layer.reciprocal, layer.inv_quantizer, owner)
     return quantize_with(e * r, layer.pre_activation_quantizer)
-
-
-def _as_array(value: Any, like: FixedVariableArray) -> FixedVariableArray:
-    if isinstance(value, FixedVariableArray):
-        return value
-    return _wrap(np.array([value], dtype=object), like)
 
 
 def attention_layer(layer: HMultiHeadAttention, inputs, out_shape) -> FixedVariableArray:
@@ -309,34 +298,27 @@ def pool_layer(layer: _PPoolBase, inputs, out_shape) -> FixedVariableArray:
     return _wrap(out, x).reshape(out_shape)
 
 
-def _rules() -> dict[type, Rule]:
-    from HGQ.layers import HConv1D, HConv2D, HDense
-
-    rules: dict[type, Rule] = {
-        HDense: kernel_layer,
-        HConv1D: kernel_layer,
-        HConv2D: kernel_layer,
-        HEinsumDense: kernel_layer,
-        HQuantize: quantize_layer,
-        Signature: signature_layer,
-        HActivation: activation_layer,
-        HAdd: merge_layer,
-        HSubtract: merge_layer,
-        HMultiply: merge_layer,
-        HEinsum: einsum_layer,
-        HSoftmax: softmax_layer,
-        HMultiHeadAttention: attention_layer,
-        PReshape: reshape_layer,
-        PFlatten: reshape_layer,
-        PPermute: permute_layer,
-        PDropout: identity_layer,
-        PConcatenate: concatenate_layer,
-        _PPoolBase: pool_layer,
-    }
-    return rules
-
-
-RULES = _rules()
+RULES: dict[type, Rule] = {
+    HDense: kernel_layer,
+    HConv1D: kernel_layer,
+    HConv2D: kernel_layer,
+    HEinsumDense: kernel_layer,
+    HQuantize: quantize_layer,
+    Signature: signature_layer,
+    HActivation: activation_layer,
+    HAdd: merge_layer,
+    HSubtract: merge_layer,
+    HMultiply: merge_layer,
+    HEinsum: einsum_layer,
+    HSoftmax: softmax_layer,
+    HMultiHeadAttention: attention_layer,
+    PReshape: reshape_layer,
+    PFlatten: reshape_layer,
+    PPermute: permute_layer,
+    PDropout: identity_layer,
+    PConcatenate: concatenate_layer,
+    _PPoolBase: pool_layer,
+}
 
 
 def rule_for(layer: Any) -> Rule | None:
