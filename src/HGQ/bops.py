@@ -242,6 +242,9 @@ def compute_bops(
             )
         for layer in layers:
             layer.freeze(cover_factor)
+        for layer in model._flatten_layers(include_self=False):
+            if hasattr(layer, "prepare_table"):  # HActivation, HSoftmax (parts too)
+                layer.prepare_table()
         costs = layer_costs(layers)
         for row, layer in zip(costs.rows, layers, strict=True):
             if isinstance(layer, HBaseLayer):

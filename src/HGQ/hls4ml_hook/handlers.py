@@ -570,6 +570,10 @@ class HSoftmaxHandler(HGQLayerHandler):
         sum_kif = (0, 1 + int(np.ceil(np.log2(n))), f_exp)  # n values in [0, 1]
         exp_format = layer.exp_quantizer.exact_format()
         inv_format = layer.inv_quantizer.exact_format()
+        # The tables hold their function truncated below the finest format, so the
+        # quantizer's own rounding (half up, or floor) finishes each entry exactly.
+        exp_rounding = quantizer_rounding(layer.exp_quantizer)
+        inv_rounding = quantizer_rounding(layer.inv_quantizer)
         return [
             reshape_step(step("rows"), [rows, n, 1], inputs[0], t("rows")),
             row_max_pool(step("max"), rows, n, t("rows"), t("max_pooled")),
@@ -577,10 +581,10 @@ class HSoftmaxHandler(HGQLayerHandler):
             ones_einsum(step("max_b"), along, (1, n), reduced, shape, t("max"), t("max_b")),
             merge_step(step("diff"), "subtract", shape, [inputs[0], t("max_b")], t("diff")),
             table_step(layer, "exp", diff_kif, t("diff"), t("exp_raw"), rows * n),
-            fixed_point_quantizer(step("exp_q"), exp_format, "RND", t("exp_raw"), t("exp")),
+            fixed_point_quantizer(step("exp_q"), exp_format, exp_rounding, t("exp_raw"), t("exp")),
             ones_einsum(step("sum"), along, (n, 1), shape, reduced, t("exp"), t("sum")),
             table_step(layer, "inv", sum_kif, t("sum"), t("inv_raw"), rows),
-            fixed_point_quantizer(step("inv_q"), inv_format, "RND", t("inv_raw"), t("inv")),
+            fixed_point_quantizer(step("inv_q"), inv_format, inv_rounding, t("inv_raw"), t("inv")),
             ones_einsum(step("inv_b"), along, (1, n), reduced, shape, t("inv"), t("inv_b")),
             merge_step(step("product"), "multiply", shape, [t("exp"), t("inv_b")], target),
         ]

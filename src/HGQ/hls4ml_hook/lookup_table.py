@@ -9,16 +9,14 @@ the producers cannot reach some bits, wider where elements of width 0 count as
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 import numpy as np
 
 from HGQ.hls4ml_hook.formats import union_format
 from HGQ.layers.activation import MAX_TABLE_INPUT_BITS, HActivation
-from HGQ.layers.softmax import HSoftmax
-from HGQ.quantizer import HGQuantizer
+from HGQ.lookup_tables import TableSpec, evaluate, table_spec
 
 
 def table_input_values(k: int, i: int, f: int) -> np.ndarray:
@@ -28,58 +26,6 @@ def table_input_values(k: int, i: int, f: int) -> np.ndarray:
     if k:
         codes = np.where(codes >= 2 ** (width - 1), codes - 2**width, codes)
     return codes.astype(np.float64) * 2.0**-f
-
-
-def _representable(values: np.ndarray, k: int, i: int, f: int) -> np.ndarray:
-    """Which ``values`` format ``(k, i, f)`` holds exactly (a width <= 0 holds only 0)."""
-    if k + i + f <= 0:
-        return values == 0
-    on_grid = np.floor(values * 2.0**f) == values * 2.0**f
-    return on_grid & (values >= -k * 2.0**i) & (values <= 2.0**i - 2.0**-f)
-
-
-class TableSpec(NamedTuple):
-    """What one table computes: ``function`` on float32 inputs, rounded per element by
-    ``quantizer``, for input values where ``reachable`` is true (others hold 0)."""
-
-    owner: str
-    function: Callable[[Any], Any]
-    quantizer: HGQuantizer
-    reachable: Callable[[np.ndarray], np.ndarray]
-    fix: str
-
-
-def table_spec(layer: Any, stage: str | None) -> TableSpec:
-    """The table ``stage`` of ``layer``: an HActivation's, or an HSoftmax's 'exp' or 'inv'."""
-    if isinstance(layer, HSoftmax):
-        fix = (
-            "Give the HSoftmax fewer fractional bits (exp_quantizer_config's bw_clip) or "
-            "narrow its input (bw_clip or a larger bops_reg_factor on the previous layer)."
-        )
-        if stage == "exp":  # d = x - max(x) <= 0
-            return TableSpec(
-                f"HSoftmax '{layer.name}' (exponential)",
-                layer.exponential,
-                layer.exp_quantizer,
-                lambda d: d <= 0,
-                fix,
-            )
-        return TableSpec(  # s = sum(e) >= 0 (>= 1 unless fractional bits were forced < 0)
-            f"HSoftmax '{layer.name}' (reciprocal)",
-            layer.reciprocal,
-            layer.inv_quantizer,
-            lambda s: s >= 0,
-            fix,
-        )
-    union = union_format(layer.input_source().exact_output_format())
-    return TableSpec(
-        f"HActivation '{layer.name}'",
-        layer.activation,
-        layer.pre_activation_quantizer,
-        lambda values: _representable(values, *union),
-        "Narrow the previous layer's output (bw_clip or a larger bops_reg_factor) or use a "
-        "ReLU/linear activation.",
-    )
 
 
 def _check_width(spec: TableSpec, width: int, what: str) -> None:
@@ -95,22 +41,15 @@ def table_entries(spec: TableSpec, k: int, i: int, f: int) -> np.ndarray:
     """The table of ``spec`` for an input of type ``(k, i, f)``, one entry per raw code.
 
     Entries hold the Keras function's float32 result truncated one bit below the
-    finest output format: truncating there and then rounding half up per element gives
-    what rounding the float result directly gives. Codes the input can never hold get 0.
+    finest output format: truncating there and then rounding half up (or truncating,
+    for a floor quantizer) per element gives what the quantizer gives on the float
+    result directly. Codes the input can never hold get 0.
     """
     _check_width(spec, k + i + f, "as typed for the table")
-    inputs = table_input_values(k, i, f)
-    reachable = spec.reachable(inputs)
-    outputs = np.asarray(
-        keras.ops.convert_to_numpy(
-            spec.function(keras.ops.convert_to_tensor(inputs.astype(np.float32)))
-        ),
-        dtype=np.float64,
-    )
+    outputs = evaluate(spec, table_input_values(k, i, f), quantize=False)
     _, _, f_out = spec.quantizer.exact_format()
     table_bits = int(np.max(f_out)) + 1
-    table = np.floor(np.where(reachable, outputs, 0.0) * 2.0**table_bits) * 2.0**-table_bits
-    return np.where(reachable, table, 0.0)
+    return np.floor(outputs * 2.0**table_bits) * 2.0**-table_bits
 
 
 def table_step(

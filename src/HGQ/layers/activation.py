@@ -16,9 +16,8 @@ from HGQ.hls4ml_hook.formats import union_format
 from HGQ.layers.base import NOT_ELEMENTWISE, HBaseLayer, PLayerBase, not_elementwise_fix
 from HGQ.layers.signature import Signature
 from HGQ.layers.softmax import HSoftmax
-
-#: Widest input a lookup table may be indexed by (2^16 entries): the deployment limit.
-MAX_TABLE_INPUT_BITS = 16
+from HGQ.quantizer import is_calibrating
+from HGQ.tabulated import MAX_TABLE_INPUT_BITS, FunctionTable, tabulated
 
 
 @keras.saving.register_keras_serializable(package="HGQ")
@@ -86,8 +85,29 @@ class HActivation(HBaseLayer):
             source = source.input_source()
         return isinstance(source, Signature)
 
+    def prepare_table(self) -> None:
+        """Tabulate the function over the grid of the calibrated input formats (their
+        union) for inference to read (see ``HGQ.tabulated``); called by ``compute_bops``
+        and when a calibrated model is loaded. No table for ReLU/linear, before the
+        input's formats are known, or beyond ``MAX_TABLE_INPUT_BITS``."""
+        self._inference_table = None
+        if not self.uses_lookup_table() or self._input_source_refs is None:
+            return
+        try:
+            kif = union_format(self.input_source().exact_output_format())
+        except RuntimeError:  # not calibrated
+            return
+        if sum(kif) <= MAX_TABLE_INPUT_BITS:
+            self._inference_table = FunctionTable.of(self.activation, kif)
+
+    def load_own_variables(self, store) -> None:
+        super().load_own_variables(store)
+        self.prepare_table()
+
     def forward(self, inputs, training=None):
-        return self.activation(inputs)
+        if training or is_calibrating():
+            return self.activation(inputs)
+        return tabulated(inputs, self.activation, getattr(self, "_inference_table", None))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -7,7 +7,10 @@ Keras layer, on the same values:
 1. ``d = x - max(x)`` along the axis (exact: ``d <= 0`` on the input's grid);
 2. ``e = Q_exp(exp(d))``: a lookup table indexed by ``d``, rounded per element;
 3. ``s = sum(e)`` along the axis (exact; ``s >= 1``, the maximum contributes 1);
-4. ``r = Q_inv(1 / s)``: a lookup table indexed by ``s``, rounded per row;
+4. ``r = Q_inv(1 / s)``: a lookup table indexed by ``s``, rounded per row (at
+   inference Keras rounds the rational ``1 / s`` exactly, with integer corrections:
+   XLA's fused float32 division can be an ulp off, which a floor quantizer turns into
+   a whole LSB at ``s = 2``);
 5. ``Q_out(e * r)``: a multiplication per element, rounded per element.
 
 Subtracting the maximum bounds every intermediate whatever the input: ``e``, ``r`` and
@@ -26,14 +29,27 @@ import numpy as np
 from keras import ops
 
 from HGQ.config import check_config_mapping, merged_config
+from HGQ.fixed_point import pow2
 from HGQ.hls4ml_hook.formats import union_format
 from HGQ.layers.base import HBaseLayer
-from HGQ.quantizer import HGQuantizer, deserialize_quantizer_config, serialize_quantizer_config
+from HGQ.quantizer import (
+    HGQuantizer,
+    deserialize_quantizer_config,
+    is_calibrating,
+    serialize_quantizer_config,
+)
+from HGQ.tabulated import MAX_TABLE_INPUT_BITS, FunctionTable, tabulated
 
 #: Defaults of the three quantizers: 8 fractional bits to start, never negative (a
 #: value of 1 must stay representable so that ``s >= 1``), at most 10 (the reciprocal's
 #: table, indexed by the sum, then stays within 2^16 entries for rows of up to 32).
 SOFTMAX_QUANTIZER_DEFAULTS = {"init_bw": 8, "bw_clip": (0, 10)}
+
+#: The most fractional bits of ``e`` and ``r``: with ``f_e + f_r <= 22`` the exact
+#: reciprocal's integers stay within float32's 24 bits, and rounding the float32
+#: ``1 / s`` of the tables gives the rational ``1 / s`` rounded (it is never within an
+#: ulp of a rounding boundary it is not on).
+MAX_TABLE_FRACTIONAL_BITS = 11
 
 
 @keras.saving.register_keras_serializable(package="HGQ")
@@ -53,8 +69,11 @@ class UnitRangeQuantizer(HGQuantizer):
         """The range is known; data cannot change it."""
 
 
-def softmax_quantizer_config(config: dict[str, Any] | None, owner: str) -> dict[str, Any]:
-    """A pre-activation config with the softmax defaults under the user's keys, f >= 0."""
+def softmax_quantizer_config(
+    config: dict[str, Any] | None, owner: str, max_bits: int | None = None
+) -> dict[str, Any]:
+    """A pre-activation config with the softmax defaults under the user's keys, f >= 0
+    (and ``f <= max_bits`` where given)."""
     check_config_mapping(config, owner)
     merged = merged_config(
         "pre_activation",
@@ -65,6 +84,12 @@ def softmax_quantizer_config(config: dict[str, Any] | None, owner: str) -> dict[
         raise ValueError(
             f"{owner}: bw_clip must start at 0 or above (got {merged['bw_clip']!r}): with "
             "negative fractional bits exp(0) = 1 could round to 0 and the sum to 0."
+        )
+    if max_bits is not None and high > max_bits:
+        raise ValueError(
+            f"{owner}: bw_clip must end at {max_bits} or below (got {merged['bw_clip']!r}): "
+            "the exponential's and reciprocal's fractional bits together must fit float32's "
+            "exact integers for the reciprocal to be rounded exactly."
         )
     if merged["rnd_strategy"] == "auto":
         merged["rnd_strategy"] = "standard_round"
@@ -103,10 +128,10 @@ class HSoftmax(HBaseLayer):
         )
         self.axis = int(axis)
         self.exp_quantizer_config = softmax_quantizer_config(
-            exp_quantizer_config, f"{owner}: exp_quantizer_config"
+            exp_quantizer_config, f"{owner}: exp_quantizer_config", MAX_TABLE_FRACTIONAL_BITS
         )
         self.inv_quantizer_config = softmax_quantizer_config(
-            inv_quantizer_config, f"{owner}: inv_quantizer_config"
+            inv_quantizer_config, f"{owner}: inv_quantizer_config", MAX_TABLE_FRACTIONAL_BITS
         )
 
     def build(self, input_shape) -> None:
@@ -146,11 +171,55 @@ class HSoftmax(HBaseLayer):
     def reciprocal(s):
         return 1.0 / ops.maximum(s, 1.0)  # s >= 1 always; the guard keeps unused codes finite
 
+    def rounded_reciprocal(self, s):
+        """``Q_inv(1 / s)`` at inference, exactly: the rational ``1 / s`` rounded (floor
+        or half up) to the reciprocal's grid, as the table holds it.
+
+        With ``s = S 2^-F`` (``F`` the finest exponential grid) it is
+        ``floor(N / D) 2^-f_r`` with integers ``N = 2^(F + f_r)``, ``D = S`` (floor) or
+        ``N = 2^(F + f_r + 1) + S``, ``D = 2S`` (half up). A float32 division gives the
+        quotient within one; two exact integer comparisons correct it.
+        """
+        f_e = ops.max(ops.round(ops.convert_to_tensor(self.exp_quantizer.fractional_bits)))
+        f_r = ops.round(ops.convert_to_tensor(self.inv_quantizer.fractional_bits))
+        sum_integer = ops.maximum(s * pow2(f_e), pow2(f_e))  # s >= 1 always
+        one = pow2(f_e + f_r)
+        if self.inv_quantizer.config["rnd_strategy"] == "floor":
+            numerator, denominator = ops.ones_like(sum_integer) * one, sum_integer
+        else:
+            numerator, denominator = 2.0 * one + sum_integer, 2.0 * sum_integer
+        quotient = ops.floor(numerator / denominator)
+        quotient = quotient - ops.cast(quotient * denominator > numerator, quotient.dtype)
+        quotient = quotient + ops.cast((quotient + 1.0) * denominator <= numerator, s.dtype)
+        return quotient / pow2(f_r)
+
+    def prepare_table(self) -> None:
+        """Tabulate ``exp`` over the grid of ``d = x - max(x)`` (signed, one integer bit
+        more than the calibrated input) for inference to read (see ``HGQ.tabulated``);
+        called by ``compute_bops`` and when a calibrated model is loaded."""
+        self._inference_table = None
+        if self._input_source_refs is None:
+            return
+        try:
+            k, i, f = union_format(self.input_source().exact_output_format())
+        except RuntimeError:  # not calibrated
+            return
+        kif = (1, i + k, f) if k + i + f > 0 else (0, 0, 0)
+        if sum(kif) <= MAX_TABLE_INPUT_BITS:
+            self._inference_table = FunctionTable.of(self.exponential, kif)
+
+    def load_own_variables(self, store) -> None:
+        super().load_own_variables(store)
+        self.prepare_table()
+
     def forward(self, inputs, training=None):
         d = inputs - ops.max(inputs, axis=-1, keepdims=True)
-        e = self.exp_quantizer(self.exponential(d), training=training)
+        table = None if training or is_calibrating() else getattr(self, "_inference_table", None)
+        exp_d = tabulated(d, self.exponential, table)
+        e = self.exp_quantizer(exp_d, training=training)
         s = ops.sum(e, axis=-1, keepdims=True)
-        r = self.inv_quantizer(self.reciprocal(s), training=training)
+        r = self.reciprocal(s) if training else self.rounded_reciprocal(s)
+        r = self.inv_quantizer(r, training=training)
         return e * r
 
     def bops_surrogate(self):

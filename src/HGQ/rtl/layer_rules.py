@@ -48,6 +48,7 @@ from HGQ.layers.base import HBaseLayer, HKernelLayer, QLayerBase
 from HGQ.layers.conv import conv_output_length, same_padding
 from HGQ.layers.einsum_dense import without_batch
 from HGQ.layers.pooling import _PGlobalPoolBase, _PMaxPoolBase, _PPoolBase
+from HGQ.lookup_tables import TableSpec, evaluate, table_spec
 from HGQ.quantizer import HGQuantizer
 
 Rule = Callable[[Any, list[FixedVariableArray], tuple[int, ...]], FixedVariableArray]
@@ -90,34 +91,24 @@ def _grid(variable: FixedVariable) -> np.ndarray:
     return low + step * np.arange(count, dtype=np.float64)
 
 
-def apply_table(
-    x: FixedVariableArray,
-    function: Callable[[Any], Any],
-    quantizer: HGQuantizer,
-    owner: str,
-) -> FixedVariableArray:
-    """``quantizer(function(x))`` per element, as one table per distinct input range.
+def apply_table(x: FixedVariableArray, spec: TableSpec) -> FixedVariableArray:
+    """``spec.quantizer(spec.function(x))`` per element, as one table per distinct input range.
 
-    The table entries come from Keras itself: ``function`` and ``quantizer`` run on a
+    The table entries come from Keras itself: the function and quantizer run on a
     batch whose column for each element walks through every value that element's
-    input can take (padded with its last value).
+    input can take (padded with its last value); values the layer's arithmetic rules
+    out (``spec.reachable``) get 0 instead.
     """
     flat = list(x._vars.ravel())
     grids = [_grid(v) for v in flat]
     longest = max(len(g) for g in grids)
     if longest > 2**MAX_TABLE_INPUT_BITS:
         raise ValueError(
-            f"{owner}: an input element takes {longest} values, so its table would exceed "
-            f"2^{MAX_TABLE_INPUT_BITS} entries. Narrow that layer's input (bw_clip or a larger "
-            "bops_reg_factor on the previous layer)."
+            f"{spec.owner}: an input element takes {longest} values, so its table would exceed "
+            f"2^{MAX_TABLE_INPUT_BITS} entries. {spec.fix}"
         )
     padded = np.stack([np.pad(g, (0, longest - len(g)), mode="edge") for g in grids], axis=1)
-    batch = padded.astype(np.float32)
-    if not np.array_equal(batch, padded):
-        raise ValueError(f"{owner}: a table's input is wider than float32's 24 exact bits.")
-    batch = batch.reshape((longest,) + x.shape)
-    outputs = quantizer(function(keras.ops.convert_to_tensor(batch)), training=False)
-    outputs = np.asarray(keras.ops.convert_to_numpy(outputs), dtype=np.float64)
+    outputs = evaluate(spec, padded.reshape((longest,) + x.shape), quantize=True)
     outputs = outputs.reshape(longest, -1)
     # A one-entry table (a constant input) gives da4ml's constant.
     pairs = enumerate(zip(flat, grids, strict=True))
@@ -215,9 +206,7 @@ def activation_layer(layer: HActivation, inputs, out_shape) -> FixedVariableArra
     if layer.activation is keras.activations.relu:
         x = x.relu()
     elif layer.uses_lookup_table():
-        return apply_table(
-            x, layer.activation, layer.pre_activation_quantizer, f"HActivation '{layer.name}'"
-        )
+        return apply_table(x, table_spec(layer, None))
     return quantize_with(x, layer.pre_activation_quantizer)
 
 
@@ -240,10 +229,9 @@ def softmax_layer(layer: HSoftmax, inputs, out_shape) -> FixedVariableArray:
     """``d = x - max``, ``e = Q(exp d)``, ``s = sum e``, ``r = Q(1/s)``, out ``Q(e r)``."""
     x = inputs[0]
     d = x - np.max(x, axis=-1, keepdims=True)
-    owner = f"HSoftmax '{layer.name}'"
-    e = apply_table(d, layer.exponential, layer.exp_quantizer, owner)
+    e = apply_table(d, table_spec(layer, "exp"))
     s = np.sum(e, axis=-1, keepdims=True)
-    r = apply_table(s, layer.reciprocal, layer.inv_quantizer, owner)
+    r = apply_table(s, table_spec(layer, "inv"))
     return quantize_with(e * r, layer.pre_activation_quantizer)
 
 
