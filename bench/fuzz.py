@@ -1,8 +1,10 @@
 """Run the random-architecture conversion fuzzer and count outcomes.
 
 Each case is a small random HGQ model (see ``tests/fuzz_models.py``) that is trained
-briefly, calibrated, converted with hls4ml, compiled and compared bit for bit with
-Keras. Outcomes: exact, refused (a documented HGQ error), mismatch, crash.
+briefly, calibrated, and deployed on both paths: converted with hls4ml, compiled and
+its C simulation compared bit for bit with Keras; traced into da4ml (``HGQ.rtl``) and
+its interpreter compared likewise (one case in five also through verilator).
+Outcomes per path: exact, refused (a documented HGQ error), warned, mismatch, crash.
 
     python bench/fuzz.py --seed 1000 --count 200 [--keep-going] [--json out.json]
     python bench/fuzz.py --case 1005        # one case, verbosely, with its traceback
@@ -39,15 +41,31 @@ def run_one_verbose(seed: int) -> int:
     for kind, (differ, total) in result.mismatches.items():
         print(f"  {kind:20s} {differ}/{total} outputs differ")
     print(f"{result.seconds:.1f} s")
-    return 1 if result.outcome in BAD_OUTCOMES else 0
+    return 1 if failed(result) else 0
+
+
+def failed(result: fuzz_models.Result) -> bool:
+    return result.outcome in BAD_OUTCOMES or result.rtl_outcome in BAD_OUTCOMES
+
+
+def fuzzing_outcomes() -> tuple[str, ...]:
+    return (*fuzz_models.OUTCOMES, "skipped")
 
 
 def report(results: list[fuzz_models.Result], wall: float) -> str:
     """The outcome table, then every non-exact case with its seed and first error line."""
-    counts = Counter(r.outcome for r in results)
+    hls = Counter(r.outcome for r in results)
+    rtl = Counter(r.rtl_outcome for r in results)
+    verilated = [r for r in results if r.verilated]
     lines = [f"{len(results)} cases in {wall:.0f} s ({wall / max(len(results), 1):.1f} s/case)"]
-    lines += [f"  {outcome:9s} {counts.get(outcome, 0)}" for outcome in fuzz_models.OUTCOMES]
-    failing = [r for r in results if r.outcome != "exact"]
+    lines.append(f"  {'outcome':9s} {'hls4ml':>7s} {'rtl':>7s}")
+    for outcome in (*fuzzing_outcomes(),):
+        lines.append(f"  {outcome:9s} {hls.get(outcome, 0):7d} {rtl.get(outcome, 0):7d}")
+    lines.append(
+        f"  rtl cases also simulated with verilator: {len(verilated)} "
+        f"({sum(r.rtl_outcome == 'exact' for r in verilated)} exact)"
+    )
+    failing = [r for r in results if r.outcome != "exact" or r.rtl_outcome != "exact"]
     if failing:
         lines.append("non-exact cases:")
         lines += [f"  {r.summary()}" for r in failing]
@@ -80,13 +98,14 @@ def main() -> int:
                 "count": args.count,
                 "wall_s": time.perf_counter() - start,
                 "counts": dict(Counter(r.outcome for r in results)),
+                "rtl_counts": dict(Counter(r.rtl_outcome for r in results)),
                 "results": [asdict(r) for r in results],
             }
             args.json.write_text(json.dumps(payload, indent=1))
-        if result.outcome in BAD_OUTCOMES and not args.keep_going:
+        if failed(result) and not args.keep_going:
             break
     print(report(results, time.perf_counter() - start))
-    return 1 if any(r.outcome in BAD_OUTCOMES for r in results) else 0
+    return 1 if any(failed(r) for r in results) else 0
 
 
 if __name__ == "__main__":

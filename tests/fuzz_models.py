@@ -77,7 +77,13 @@ from HGQ import (
     Signature,
 )
 from HGQ.bops import ResetMinMax, compute_bops
-from HGQ.config import OVERFLOW_MODES, RND_STRATEGIES
+from HGQ.config import (
+    OVERFLOW_MODES,
+    RND_STRATEGIES,
+    reset_default_quantizer_configs,
+    set_default_kernel_quantizer_config,
+    set_default_pre_activation_quantizer_config,
+)
 from HGQ.layers import HBaseLayer
 
 OUTCOMES = ("exact", "refused", "warned", "mismatch", "crash")
@@ -138,6 +144,10 @@ STRUCTURE_FEATURES = (
     "nested_model",
     "dense_on_positions",
     "einsum_dense",
+    "inner_quantizer_settings",
+    "global_defaults",
+    "dtype_policy",
+    "wide_data",
 )
 
 #: Element-wise Keras activations (softmax-like ones are refused by design; not drawn).
@@ -162,6 +172,10 @@ ELEMENTWISE_ACTIVATIONS = (
 
 SKIP_DIMS_NAMES = (None, "all", "batch", "none", "except_last", "except_1st")
 BW_CLIPS = ((-23, 23), (-8, 12), (0, 8), (-4, 4), (2, 6))
+#: HSoftmax's quantizers keep 0 <= f <= 11.
+SOFTMAX_BW_CLIPS = ((0, 11), (0, 8), (0, 4), (2, 6), (0, 0))
+#: Keras dtype policies a case may be built under (HGQ layers compute in float32).
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "bfloat16")
 
 #: Largest tensor (elements per sample) a layer may produce: g++ time grows with size.
 MAX_ELEMENTS = 128
@@ -252,10 +266,43 @@ def quantizer_config(
         "exact_q_value": lambda: bool(rng.random() < 0.5),
         "bw_clip": lambda: BW_CLIPS[rng.integers(len(BW_CLIPS))],
     }
+    if overflow_rng is not None and overflow_rng.random() < 0.2:
+        draws["trainable"] = lambda: False  # from the overflow stream: draws above unchanged
     config = {key: draw() for key, draw in draws.items() if rng.random() < 0.5}
     if overflow is not None:
         config["overflow_mode"] = overflow
     return config
+
+
+def inner_quantizer_config(rng: np.random.Generator) -> dict[str, Any]:
+    """An HSoftmax table quantizer's config (exponential, reciprocal or output): every
+    setting a user can give it, within its documented limits (0 <= f <= 11)."""
+    config: dict[str, Any] = {"init_bw": int(rng.integers(0, 12))}
+    optional: dict[str, Callable[[], Any]] = {
+        "rnd_strategy": lambda: RND_STRATEGIES[rng.integers(len(RND_STRATEGIES))],
+        "overflow_mode": lambda: OVERFLOW_MODES[rng.integers(len(OVERFLOW_MODES))],
+        "bw_clip": lambda: SOFTMAX_BW_CLIPS[rng.integers(len(SOFTMAX_BW_CLIPS))],
+        "exact_q_value": lambda: bool(rng.random() < 0.5),
+        "trainable": lambda: bool(rng.random() < 0.7),
+    }
+    config.update({key: draw() for key, draw in optional.items() if rng.random() < 0.5})
+    return config
+
+
+def global_defaults(rng: np.random.Generator) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Random ``set_default_kernel/pre_activation_quantizer_config`` arguments (often
+    empty): the defaults every layer built afterwards starts from."""
+    kernel: dict[str, Any] = {}
+    activation: dict[str, Any] = {}
+    if rng.random() < 0.3:
+        activation["rnd_strategy"] = RND_STRATEGIES[rng.integers(len(RND_STRATEGIES))]
+    if rng.random() < 0.2:
+        activation["overflow_mode"] = OVERFLOW_MODES[rng.integers(len(OVERFLOW_MODES))]
+    if rng.random() < 0.2:
+        kernel["rnd_strategy"] = RND_STRATEGIES[rng.integers(len(RND_STRATEGIES))]
+    if rng.random() < 0.15:
+        kernel["init_bw"] = int(rng.integers(1, 8))
+    return kernel, activation
 
 
 # -------------------------------------------------------------- the builder
@@ -289,6 +336,8 @@ class _Builder:
         self.attention_rng = np.random.default_rng(position_rng.bit_generator.seed_seq.spawn(1)[0])
         #: And one for HSoftmax in place of an HActivation.
         self.softmax_rng = np.random.default_rng(position_rng.bit_generator.seed_seq.spawn(1)[0])
+        #: And one for the settings of inner quantizers (HSoftmax's, attention's parts).
+        self.inner_rng = np.random.default_rng(position_rng.bit_generator.seed_seq.spawn(1)[0])
         self.sequential = sequential
         self.bops_reg_factor = bops_reg_factor
         self.nodes: list[_Node] = []
@@ -501,10 +550,30 @@ class _Builder:
             output_shape=int(rng.integers(1, 6)),
             use_bias=use_bias,
             bops_reg_factor=self.bops_reg_factor,
-            pre_activation_quantizer_config={"init_bw": int(rng.integers(0, 4))},
-            softmax_config={"exp_quantizer_config": {"bw_clip": (0, 6)}},
+            pre_activation_quantizer_config={
+                "init_bw": int(rng.integers(0, 4)),
+                **{  # skip_dims off: the parts' ranks differ
+                    k: v
+                    for k, v in (quantizer_config(self.inner_rng, 4, self.inner_rng) or {}).items()
+                    if k != "skip_dims"
+                },
+            },
+            kernel_quantizer_config=quantizer_config(self.inner_rng, 3),
+            softmax_config={
+                "exp_quantizer_config": {
+                    "bw_clip": (0, 6),
+                    **{
+                        k: v
+                        for k, v in inner_quantizer_config(self.inner_rng).items()
+                        if k not in ("bw_clip", "init_bw")
+                    },
+                },
+                "inv_quantizer_config": inner_quantizer_config(self.inner_rng),
+                "pre_activation_quantizer_config": inner_quantizer_config(self.inner_rng),
+            },
             name=self.name("hmha"),
         )
+        self.features.add("inner_quantizer_settings")
         node.consumers += 1
         self.features.add("HMultiHeadAttention")
         tensor = layer(node.tensor, node.tensor)
@@ -516,7 +585,11 @@ class _Builder:
         """HSoftmax over the last axis, its three quantizers starting at 0-8 fractional bits."""
 
         def config() -> dict[str, Any]:
-            return {"init_bw": int(self.softmax_rng.integers(0, 9)), "bw_clip": (0, 8)}
+            base = {"init_bw": int(self.softmax_rng.integers(0, 9)), "bw_clip": (0, 8)}
+            if self.inner_rng.random() < 0.7:
+                base.update(inner_quantizer_config(self.inner_rng))
+                self.features.add("inner_quantizer_settings")
+            return base
 
         layer = HSoftmax(
             exp_quantizer_config=config(),
@@ -747,7 +820,37 @@ def _layer_named(model: keras.Model, name: str) -> keras.layers.Layer:
 
 
 def generate_case(seed: int) -> Case:
-    """Build the random model of ``seed`` (untrained) with its data and training plan."""
+    """Build the random model of ``seed`` (untrained) with its data and training plan.
+
+    The global quantizer defaults and the dtype policy it is built under are drawn from
+    their own stream and restored afterwards.
+    """
+    settings = np.random.default_rng([seed, 7])
+    kernel_defaults, activation_defaults = global_defaults(settings)
+    policy = DTYPE_POLICIES[settings.integers(len(DTYPE_POLICIES))]
+    if settings.random() < 0.75:
+        policy = "float32"
+    saved_policy = keras.config.dtype_policy()
+    try:
+        set_default_kernel_quantizer_config(kernel_defaults)
+        set_default_pre_activation_quantizer_config(activation_defaults)
+        keras.config.set_dtype_policy(policy)
+        case = _generate_case(seed)
+    finally:
+        reset_default_quantizer_configs()
+        keras.config.set_dtype_policy(saved_policy)
+    if kernel_defaults or activation_defaults:
+        case.features.add("global_defaults")
+    if policy != "float32":
+        case.features.add("dtype_policy")
+    if settings.random() < 0.3:  # wide data: tens to thousands
+        wide = float(10 ** settings.uniform(1, 3.5))
+        case.x = [(x * wide).astype("float32") for x in case.x]
+        case.features.add("wide_data")
+    return case
+
+
+def _generate_case(seed: int) -> Case:
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     sequential = rng.random() < 0.25
@@ -824,28 +927,41 @@ def generate_case(seed: int) -> Case:
 # ------------------------------------------------------------- running a case
 @dataclass
 class Result:
-    """What happened to one case; ``first_line`` is the first line of the error, if any."""
+    """What happened to one case on each deployment path.
+
+    ``outcome`` is the hls4ml path's (C simulation), ``rtl_outcome`` the RTL path's
+    (da4ml's interpreter, and verilator where ``verilated``); a failure before
+    conversion (build, train, calibrate) is both. ``first_line`` is the first line of
+    the error, if any.
+    """
 
     seed: int
     outcome: str
     stage: str = ""
     error_type: str = ""
     first_line: str = ""
+    rtl_outcome: str = "exact"
+    rtl_stage: str = ""
+    rtl_error: str = ""
+    verilated: bool = False
     #: The conversion's float32-range warnings (layers whose arithmetic is too wide).
     wide_layers: list[str] = field(default_factory=list)
-    #: Per input kind ('hls/in_range', 'reload/ties', ...): (differing, total) outputs.
+    #: Per input kind ('hls/in_range', 'rtl/ties', ...): (differing, total) outputs.
     mismatches: dict[str, tuple[int, int]] = field(default_factory=dict)
     features: list[str] = field(default_factory=list)
     seconds: float = 0.0
     traceback: str = ""
 
     def summary(self) -> str:
-        """One line: seed, outcome, where and why."""
-        text = f"seed {self.seed}: {self.outcome}"
+        """One line: seed, outcome per path, where and why."""
+        text = f"seed {self.seed}: hls4ml {self.outcome}"
         if self.stage:
             text += f" at {self.stage}"
         if self.error_type:
             text += f": {self.error_type}: {self.first_line}"
+        text += f"; rtl {self.rtl_outcome}"
+        if self.rtl_stage:
+            text += f" at {self.rtl_stage}: {self.rtl_error}"
         bad = {k: v for k, v in self.mismatches.items() if v[0]}
         if bad:
             text += " " + ", ".join(f"{k} {d}/{t}" for k, (d, t) in bad.items())
@@ -1013,29 +1129,84 @@ def _compiler_error(output: str) -> str:
     return ""
 
 
-def run_case(seed: int, verbose: bool = False) -> Result:
-    """Build, train, calibrate, convert, compile and compare the case of ``seed``.
+def _classify(result: Result, error: BaseException, stage: str, sink: IO[str] | None) -> None:
+    """Record a failure of the shared steps or of the hls4ml path."""
+    result.outcome = "refused" if is_refusal(error, stage) else "crash"
+    result.stage = stage
+    result.error_type = type(error).__name__
+    result.first_line = first_line(error)
+    result.traceback += traceback.format_exc()
+    if stage == "compile" and sink is not None:
+        sink.seek(0)
+        detail = _compiler_error(sink.read())
+        result.first_line += f" | {detail}" if detail else ""
 
-    Never raises for a failing case: the failure is the ``Result``. With ``verbose``
-    the model summary is printed and the library's output is not silenced.
-    """
+
+def _hls4ml_path(case: Case, result: Result, batch, expected, workdir: Path, stage: list[str]):
+    """Convert with hls4ml, compile, predict: the C simulation's outputs."""
     from HGQ.hls4ml_hook import convert_from_hgq_model
 
+    stage[0] = "convert"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model_hls = convert_from_hgq_model(case.model, str(workdir / "prj"))
+    result.wide_layers = [
+        str(w.message).split(":")[0] for w in caught if FLOAT32_RANGE_WARNING in str(w.message)
+    ]
+    stage[0] = "compile"
+    model_hls.compile()
+    stage[0] = "predict"
+    return _hls_predict(model_hls, batch, expected)
+
+
+def _rtl_path(case: Case, result: Result, batch, workdir: Path, verilate: bool, stage: list[str]):
+    """Trace into da4ml, emulate (and simulate with verilator when ``verilate``)."""
+    from HGQ.rtl import convert_to_rtl
+
+    stage[0] = "rtl convert"
+    project = convert_to_rtl(case.model, workdir / "rtl", name=f"fuzz{case.seed}")
+    stage[0] = "rtl emulate"
+    emulated = _as_list(project.emulate(batch if len(batch) > 1 else batch[0]))
+    simulated = None
+    if verilate:
+        stage[0] = "rtl compile"
+        project.compile()
+        stage[0] = "rtl predict"
+        simulated = _as_list(project.predict(batch if len(batch) > 1 else batch[0]))
+        result.verilated = True
+    return emulated, simulated
+
+
+def run_case(
+    seed: int, verbose: bool = False, rtl: bool = True, verilate: bool | None = None
+) -> Result:
+    """Build, train, calibrate, then deploy on both paths and compare every output.
+
+    The hls4ml path converts, compiles and runs the C simulation; the RTL path (when
+    ``rtl`` and da4ml is installed) traces the model into da4ml and runs its bit-exact
+    interpreter, and builds and runs the verilator simulation where ``verilate`` (by
+    default one case in five, by seed). Never raises for a failing case: the failure
+    is the ``Result``. With ``verbose`` the model summary is printed and the
+    library's output is not silenced.
+    """
     start = time.perf_counter()
-    stage = "build"
+    stage = ["build"]
     result = Result(seed=seed, outcome="exact")
+    if verilate is None:
+        verilate = seed % 5 == 0
     sink = None if verbose else tempfile.TemporaryFile("w+")
     try:
-        with quiet(sink), tempfile.TemporaryDirectory(prefix=f"fuzz{seed}_") as workdir:
+        with quiet(sink), tempfile.TemporaryDirectory(prefix=f"fuzz{seed}_") as tmp:
+            workdir = Path(tmp)
             case = generate_case(seed)
             result.features = sorted(case.features)
             if verbose:
                 print(case.describe())
                 case.model.summary()
-            stage = "train"
+            stage[0] = "train"
             train(case)
             force_zero_widths(case)
-            stage = "calibrate"
+            stage[0] = "calibrate"
             # A margin on the recorded ranges, from its own stream (architectures unchanged).
             margin_rng = np.random.default_rng([seed, 4])
             cover = 1.0 if margin_rng.random() < 0.7 else float(margin_rng.choice([1.5, 2.0]))
@@ -1046,51 +1217,66 @@ def run_case(seed: int, verbose: bool = False) -> Result:
                 cover_factor=cover,
             )
             probes = probe_inputs(case, np.random.default_rng([seed, 2]))
-            stage = "convert"
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                model_hls = convert_from_hgq_model(case.model, str(Path(workdir) / "prj"))
-            result.wide_layers = [
-                str(w.message).split(":")[0]
-                for w in caught
-                if FLOAT32_RANGE_WARNING in str(w.message)
-            ]
-            stage = "compile"
-            model_hls.compile()
-            stage = "predict"
             # One batch holding every kind: one XLA compile per model instead of four.
             batch = [np.concatenate(parts) for parts in zip(*probes.values(), strict=True)]
+            stage[0] = "predict"
             expected = _keras_predict(case.model, batch)
-            got = _hls_predict(model_hls, batch, expected)
-            stage = "reload"
-            path = Path(workdir) / "model.keras"
+            stage[0] = "reload"
+            path = workdir / "model.keras"
             case.model.save(path)
-            reloaded = _keras_predict(keras.models.load_model(path), batch)
+            outputs = {"reload": _keras_predict(keras.models.load_model(path), batch)}
+            try:
+                outputs["hls"] = _hls4ml_path(case, result, batch, expected, workdir, stage)
+            except Exception as error:  # classified, then the RTL path still runs
+                _classify(result, error, stage[0], sink)
+            if rtl and _has_da4ml():
+                try:
+                    emulated, simulated = _rtl_path(case, result, batch, workdir, verilate, stage)
+                    outputs["rtl"] = emulated
+                    if simulated is not None:
+                        outputs["verilator"] = simulated
+                except Exception as error:
+                    refused = is_refusal(error, "convert") and stage[0] == "rtl convert"
+                    result.rtl_outcome = "refused" if refused else "crash"
+                    result.rtl_stage = stage[0]
+                    result.rtl_error = f"{type(error).__name__}: {first_line(error)}"
+                    result.traceback += traceback.format_exc()
+            else:
+                result.rtl_outcome = "skipped"
             bounds = np.cumsum([0] + [x[0].shape[0] for x in probes.values()])
             for kind, lo, hi in zip(probes, bounds[:-1], bounds[1:], strict=True):
                 want = [e[lo:hi] for e in expected]
-                for prefix, outputs in (("hls", got), ("reload", reloaded)):
+                for prefix, got in outputs.items():
                     result.mismatches[f"{prefix}/{kind}"] = _count_differences(
-                        want, [o[lo:hi] for o in outputs]
+                        want, [o[lo:hi] for o in got]
                     )
-        stage = ""
-        if any(differ for differ, _ in result.mismatches.values()):
-            # Only the firmware may differ, and only where the conversion said it could.
-            reload_exact = not any(d for k, (d, _) in result.mismatches.items() if "reload" in k)
-            warned = bool(result.wide_layers) and reload_exact
-            result.outcome = "warned" if warned else "mismatch"
-    except Exception as error:  # the fuzzer classifies every failure, whatever it is
-        result.outcome = "refused" if is_refusal(error, stage) else "crash"
-        result.stage = stage
-        result.error_type = type(error).__name__
-        result.first_line = first_line(error)
-        result.traceback = traceback.format_exc()
-        if stage == "compile" and sink is not None:
-            sink.seek(0)
-            detail = _compiler_error(sink.read())
-            result.first_line += f" | {detail}" if detail else ""
+        stage[0] = ""
+
+        def differs(*prefixes: str) -> bool:
+            return any(d for k, (d, _) in result.mismatches.items() if k.startswith(prefixes))
+
+        if differs("reload"):
+            result.outcome = result.rtl_outcome = "mismatch"  # Keras itself is not stable
+        else:
+            if result.outcome == "exact" and differs("hls/"):
+                # The firmware may differ only where the conversion said it could.
+                result.outcome = "warned" if result.wide_layers else "mismatch"
+            if result.rtl_outcome == "exact" and differs("rtl/", "verilator/"):
+                result.rtl_outcome = "mismatch"
+    except Exception as error:  # a shared step failed: both paths share the outcome
+        _classify(result, error, stage[0], sink)
+        result.rtl_outcome = result.outcome
+        result.rtl_stage = result.stage
     finally:
         if sink is not None:
             sink.close()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _has_da4ml() -> bool:
+    try:
+        import da4ml  # noqa: F401
+    except ImportError:
+        return False
+    return True

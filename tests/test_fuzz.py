@@ -1,9 +1,11 @@
 """Random architectures must convert bit-exactly, or be refused with HGQ's own error.
 
 The generator (``fuzz_models``) draws small models from the public layers with
-random quantizer configs; each case trains, calibrates, converts, compiles and
-compares every output exactly on in-range, far out-of-range, half-LSB-tie and zero
-inputs, plus a ``.keras`` round trip. A handful of fixed seeds run by default, a
+random quantizer configs (inner quantizers, global defaults and dtype policies too);
+each case trains, calibrates, deploys on both paths (hls4ml C simulation, and
+``HGQ.rtl``'s interpreter, with verilator for one seed in five) and compares every
+output exactly on in-range, far out-of-range, half-LSB-tie and zero inputs, plus a
+``.keras`` round trip. A handful of fixed seeds run by default, a
 larger fixed set is marked slow. Re-run a failing seed with
 ``python bench/fuzz.py --case SEED``. The benchmark's own runs use other seeds
 (1000 and up), so these stay an independent sample.
@@ -27,6 +29,10 @@ def _check_case(seed: int) -> None:
     # 'warned': the conversion said this layer's arithmetic is wider than float32 can
     # emulate (SPEC section 7); any other difference or crash is a bug.
     assert result.outcome in ("exact", "refused", "warned"), (
+        f"{result.summary()}\n{result.traceback}\nre-run: python bench/fuzz.py --case {seed}"
+    )
+    # The RTL path (da4ml's interpreter; verilator for one seed in five) on the same model.
+    assert result.rtl_outcome in ("exact", "refused", "skipped"), (
         f"{result.summary()}\n{result.traceback}\nre-run: python bench/fuzz.py --case {seed}"
     )
 

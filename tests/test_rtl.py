@@ -424,3 +424,24 @@ def test_hls4ml_strategy_options_are_checked(options, error, message, tmp_path):
     with pytest.raises(error, match=message):
         convert_from_hgq_model(model, str(tmp_path / "prj"), **options)
     assert not (tmp_path / "prj").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bias", [True, False])
+def test_constant_circuit_simulates_with_verilator(bias, tmp_path):
+    """Every firmware input 0 bits wide (a user pruned them all): the circuit is a
+    constant (the bias; 0 without one, so the outputs are 0 bits wide too). It was
+    refused by compile(); a spare 1-bit port now lets verilator bind it."""
+    inp = keras.Input((4,))
+    x = Signature(keep_negative=0, bits=0, int_bits=0, name="sig")(inp)
+    model = keras.Model(inp, HDense(3, use_bias=bias, name="d")(x))
+    rng = np.random.default_rng(3)
+    if bias:
+        model.get_layer("d").bias.assign(rng.normal(size=3).astype("float32"))
+    x = rng.normal(size=(64, 4)).astype("float32")
+    compute_bops(model, x, verbose=False)
+    project = convert_to_rtl(model, tmp_path / "const").compile()
+    expected = model.predict(x, verbose=0)
+    assert np.any(expected != 0) == bias
+    assert _differences(expected, project.predict(x)) == (0, expected.size)
+    assert _differences(expected, project.emulate(x)) == (0, expected.size)

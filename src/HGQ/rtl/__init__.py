@@ -42,7 +42,8 @@ def convert_to_rtl(
     go into the written Vivado/Quartus scripts and constraints. Layers da4ml cannot
     express are refused with their name; the model is not changed.
     """
-    from da4ml.trace import HWConfig, comb_trace
+    import numpy as np
+    from da4ml.trace import FixedVariableArray, HWConfig, comb_trace
 
     from HGQ.rtl.project import RTLProject
     from HGQ.rtl.tracing import trace_model
@@ -57,9 +58,28 @@ def convert_to_rtl(
     traced = trace_model(model, HWConfig(1, -1, -1), {"hard_dc": int(delay_constraint)})
     inputs = [v for x in traced.inputs for v in x._vars.ravel()]
     outputs = [v for y in traced.outputs for v in y._vars.ravel()]
-    comb = comb_trace(inputs, outputs)
-    project = RTLProject(traced, comb, output_dir, name, latency_cutoff, clock_period, part)
+    # A port of 0 bits cannot be bound by verilator: a circuit whose inputs (or outputs)
+    # are all 0 bits wide (every input pruned: a constant) gets one unused 1-bit input,
+    # which also serves as a 1-bit output where every output is 0 bits wide.
+    padded = not any(_width(v) for v in inputs) or not any(_width(v) for v in outputs)
+    if padded:
+        hwconf = traced.inputs[0].hwconf
+        spare = FixedVariableArray.from_kif(np.zeros(1), np.ones(1), np.zeros(1), hwconf)._vars[0]
+        inputs.append(spare)
+        if not any(_width(v) for v in outputs):
+            outputs.append(spare)
+    comb = comb_trace(inputs, outputs, keep_dead_inputs=padded)
+    project = RTLProject(
+        traced, comb, output_dir, name, latency_cutoff, clock_period, part, spare_port=padded
+    )
     return project.write() if write else project
+
+
+def _width(variable: Any) -> int:
+    """Bits of one traced scalar (0 for a constant)."""
+    from da4ml.types import minimal_kif
+
+    return int(sum(minimal_kif(variable.qint)))
 
 
 def __getattr__(attribute: str) -> Any:

@@ -49,7 +49,11 @@ class RTLProject:
         latency_cutoff: float | None,
         clock_period: float,
         part: str,
+        spare_port: bool = False,
     ):
+        #: Whether the circuit has one extra unused 1-bit input (last), and its
+        #: outputs maybe one extra 1-bit output (last): see ``convert_to_rtl``.
+        self.spare_port = spare_port
         self.path = Path(path).resolve()
         self.name = name
         self.comb = comb
@@ -104,12 +108,6 @@ class RTLProject:
                     "cannot be simulated: narrow the extreme formats of that "
                     f"{what} (bw_clip)."
                 )
-            if width == 0:
-                raise ValueError(
-                    f"Every firmware {what} is 0 bits wide, so the circuit is a constant and "
-                    "verilator has nothing to simulate. emulate() gives its outputs; train "
-                    "with a smaller bops_reg_factor to keep some bits."
-                )
 
     # -------------------------------------------------------------- inference
     def firmware_inputs(self, x: Any) -> np.ndarray:
@@ -125,6 +123,8 @@ class RTLProject:
             values = layer(np.asarray(array, dtype=np.float32), training=False)
             values = np.asarray(keras.ops.convert_to_numpy(values), dtype=np.float64)
             rows.append(values.reshape(values.shape[0], -1))
+        if self.spare_port:
+            rows.append(np.zeros((rows[0].shape[0], 1)))
         return np.concatenate(rows, axis=1)
 
     def _split_outputs(self, flat: np.ndarray) -> np.ndarray | list[np.ndarray]:
