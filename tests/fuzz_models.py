@@ -944,8 +944,9 @@ class Result:
     rtl_stage: str = ""
     rtl_error: str = ""
     verilated: bool = False
-    #: The conversion's float32-range warnings (layers whose arithmetic is too wide).
+    #: The conversions' float32-range warnings (layers whose arithmetic is too wide).
     wide_layers: list[str] = field(default_factory=list)
+    rtl_wide_layers: list[str] = field(default_factory=list)
     #: Per input kind ('hls/in_range', 'rtl/ties', ...): (differing, total) outputs.
     mismatches: dict[str, tuple[int, int]] = field(default_factory=dict)
     features: list[str] = field(default_factory=list)
@@ -1164,7 +1165,12 @@ def _rtl_path(case: Case, result: Result, batch, workdir: Path, verilate: bool, 
     from HGQ.rtl import convert_to_rtl
 
     stage[0] = "rtl convert"
-    project = convert_to_rtl(case.model, workdir / "rtl", name=f"fuzz{case.seed}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        project = convert_to_rtl(case.model, workdir / "rtl", name=f"fuzz{case.seed}")
+    result.rtl_wide_layers = [
+        str(w.message).split(":")[0] for w in caught if FLOAT32_RANGE_WARNING in str(w.message)
+    ]
     stage[0] = "rtl emulate"
     emulated = _as_list(project.emulate(batch if len(batch) > 1 else batch[0]))
     simulated = None
@@ -1262,7 +1268,14 @@ def run_case(
                 # The firmware may differ only where the conversion said it could.
                 result.outcome = "warned" if result.wide_layers else "mismatch"
             if result.rtl_outcome == "exact" and differs("rtl/", "verilator/"):
-                result.rtl_outcome = "mismatch"
+                # As for hls4ml, but Keras is then not the reference: both firmware
+                # paths must agree (as float32, what hls4ml's simulation returns).
+                agree = "hls" in outputs and all(
+                    np.array_equal(np.float32(r), np.float32(h).reshape(np.shape(r)))
+                    for r, h in zip(outputs["rtl"], outputs["hls"], strict=True)
+                )
+                warned = bool(result.rtl_wide_layers) and agree
+                result.rtl_outcome = "warned" if warned else "mismatch"
     except Exception as error:  # a shared step failed: both paths share the outcome
         _classify(result, error, stage[0], sink)
         result.rtl_outcome = result.outcome

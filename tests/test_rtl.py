@@ -443,5 +443,42 @@ def test_constant_circuit_simulates_with_verilator(bias, tmp_path):
     project = convert_to_rtl(model, tmp_path / "const").compile()
     expected = model.predict(x, verbose=0)
     assert np.any(expected != 0) == bias
+    assert project.spare_port
     assert _differences(expected, project.predict(x)) == (0, expected.size)
     assert _differences(expected, project.emulate(x)) == (0, expected.size)
+
+
+@pytest.mark.slow
+def test_circuit_with_unused_inputs_simulates_with_verilator(tmp_path):
+    """Inputs of 8 bits that nothing reads (the kernel is pruned to 0 bits): da4ml drops
+    them, so the input port is 0 bits wide; compile() refused it before (fuzzer seed
+    3010), and a spare port decided on the traced inputs instead of da4ml's ports
+    failed in the C++ build ('Bit width must be between 1 and 32')."""
+    inp = keras.Input((4,))
+    x = HQuantize(name="inp_q")(inp)
+    model = keras.Model(inp, HDense(3, name="d")(x))
+    dense = model.get_layer("d")
+    dense.bias.assign(np.array([0.75, -1.25, 2.0], "float32"))
+    fractional = dense.kernel_quantizer.fractional_bits
+    fractional.assign(np.full(fractional.shape, -24.0, "float32"))
+    x = np.random.default_rng(4).normal(size=(64, 4)).astype("float32")
+    compute_bops(model, x, verbose=False)
+    project = convert_to_rtl(model, tmp_path / "unused").compile()
+    assert project.spare_port
+    expected = model.predict(x, verbose=0)
+    assert _differences(expected, project.predict(x)) == (0, expected.size)
+
+
+def test_layer_wider_than_float32_is_warned_about(tmp_path):
+    """As the hls4ml conversion does: a sum wider than float32's 24 exact bits may
+    round in Keras, so the firmware may differ there by an LSB (fuzzer seed 3019)."""
+    inp = keras.Input((6,))
+    x = Signature(keep_negative=1, bits=20, int_bits=12, name="sig")(inp)
+    model = keras.Model(inp, HDense(2, name="wide")(x))
+    dense = model.get_layer("wide")
+    fractional = dense.kernel_quantizer.fractional_bits
+    fractional.assign(np.full(fractional.shape, 10.0, "float32"))
+    x = np.random.default_rng(5).normal(scale=1000, size=(64, 6)).astype("float32")
+    compute_bops(model, x, verbose=False)
+    with pytest.warns(UserWarning, match="wide: a value it computes is .* more than float32"):
+        convert_to_rtl(model, tmp_path / "wide")

@@ -15,6 +15,9 @@ from keras import ops
 
 LN2 = math.log(2.0)
 
+#: Significant bits float32 holds exactly: wider sums and products may round in Keras.
+FLOAT32_EXACT_BITS = 24
+
 
 def pow2(exponent):
     """2**exponent, exact for integer exponents (checked by the test suite per backend)."""

@@ -15,6 +15,7 @@ from hls4ml.model import ModelGraph
 from hls4ml.model.flow import get_flow
 
 import HGQ.hls4ml_hook.handlers  # noqa: F401  (registers the handlers)
+from HGQ.fixed_point import FLOAT32_EXACT_BITS
 from HGQ.hls4ml_hook.flat_graph import flat_functional
 from HGQ.hls4ml_hook.handlers import handler_keys, hgq_conversion
 from HGQ.hls4ml_hook.lookup_table import relayout_tables
@@ -22,7 +23,6 @@ from HGQ.layers import HBaseLayer, Signature
 from HGQ.layers.replacements import check_only_hgq_layers
 
 #: float32 holds every integer up to 2^24: a wider accumulator may not be emulated exactly.
-FLOAT32_EXACT_BITS = 24
 
 
 #: hls4ml backends whose per-element quantizer (``FixedPointQuantizer``) HGQ deploys

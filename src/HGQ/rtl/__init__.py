@@ -58,28 +58,31 @@ def convert_to_rtl(
     traced = trace_model(model, HWConfig(1, -1, -1), {"hard_dc": int(delay_constraint)})
     inputs = [v for x in traced.inputs for v in x._vars.ravel()]
     outputs = [v for y in traced.outputs for v in y._vars.ravel()]
+    comb = comb_trace(inputs, outputs)
     # A port of 0 bits cannot be bound by verilator: a circuit whose inputs (or outputs)
-    # are all 0 bits wide (every input pruned: a constant) gets one unused 1-bit input,
-    # which also serves as a 1-bit output where every output is 0 bits wide.
-    padded = not any(_width(v) for v in inputs) or not any(_width(v) for v in outputs)
+    # are all 0 bits wide (every input pruned or unused: a constant) gets one unused
+    # 1-bit input, which also serves as a 1-bit output where every output is 0 bits wide.
+    dead_inputs = not any(_width(q) for q in comb.inp_qint)
+    dead_outputs = not any(_width(q) for q in comb.out_qint)
+    padded = dead_inputs or dead_outputs
     if padded:
         hwconf = traced.inputs[0].hwconf
         spare = FixedVariableArray.from_kif(np.zeros(1), np.ones(1), np.zeros(1), hwconf)._vars[0]
         inputs.append(spare)
-        if not any(_width(v) for v in outputs):
+        if dead_outputs:
             outputs.append(spare)
-    comb = comb_trace(inputs, outputs, keep_dead_inputs=padded)
+        comb = comb_trace(inputs, outputs, keep_dead_inputs=True)
     project = RTLProject(
         traced, comb, output_dir, name, latency_cutoff, clock_period, part, spare_port=padded
     )
     return project.write() if write else project
 
 
-def _width(variable: Any) -> int:
-    """Bits of one traced scalar (0 for a constant)."""
+def _width(qint: Any) -> int:
+    """Bits of one port of a traced circuit (0 for a constant or unused one)."""
     from da4ml.types import minimal_kif
 
-    return int(sum(minimal_kif(variable.qint)))
+    return int(sum(minimal_kif(qint)))
 
 
 def __getattr__(attribute: str) -> Any:

@@ -10,13 +10,16 @@ with that same layer.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 from da4ml.trace import FixedVariableArray, HWConfig
 from da4ml.trace.tracer import gather_variables
+from da4ml.types import minimal_kif
 
+from HGQ.fixed_point import FLOAT32_EXACT_BITS
 from HGQ.hls4ml_hook.flat_graph import flat_functional, graph_of
 from HGQ.layers import HQuantize, Signature
 from HGQ.layers.base import FIRST_LAYER_HINT, QLayerBase
@@ -79,12 +82,27 @@ def _input_variables(layer: QLayerBase, shape: tuple[int, ...], hwconf, options)
     return FixedVariableArray.from_kif(k, i, f, hwconf, solver_options=options)
 
 
-def _layer_cost(inputs: list[FixedVariableArray], output: FixedVariableArray) -> float:
-    """da4ml's LUT estimate of the operations between ``inputs`` and ``output``."""
+def _layer_cost(inputs: list[FixedVariableArray], output: FixedVariableArray) -> tuple[float, int]:
+    """da4ml's LUT estimate of the operations between ``inputs`` and ``output``, and the
+    widest value computed on the way (bits)."""
     sources = [v for x in inputs for v in x._vars.ravel()]
     variables, _ = gather_variables(sources, list(output._vars.ravel()))
     source_ids = {v.id for v in sources}
-    return float(sum(v.cost for v in variables if v.id not in source_ids))
+    computed = [v for v in variables if v.id not in source_ids]
+    widest = max((int(sum(minimal_kif(v.qint))) for v in computed), default=0)
+    return float(sum(v.cost for v in computed)), widest
+
+
+def _warn_if_wider_than_float32(layer: Any, widest: int) -> None:
+    """Keras computes a layer in float32: past 24 bits a sum or product may round."""
+    if widest > FLOAT32_EXACT_BITS and not isinstance(layer, (HQuantize, Signature)):
+        warnings.warn(
+            f"{layer.name}: a value it computes is {widest} bits wide, more than float32's "
+            f"{FLOAT32_EXACT_BITS}-bit exact range, so the Keras model may differ from the "
+            "firmware by an LSB here. Narrow the bitwidths (bw_clip, bops_reg_factor) "
+            "feeding this layer.",
+            stacklevel=4,
+        )
 
 
 def _check_supported(graph: keras.Model) -> None:
@@ -122,10 +140,10 @@ def trace_model(
             out_tensor = node.output_tensors[0]
             output = rule_for(layer)(layer, args, _element_shape(out_tensor))
             values[id(out_tensor)] = output
-            delay = max(float(v.latency) for v in output._vars.ravel())
-            layers.append(
-                LayerTrace(layer.name, type(layer).__name__, _layer_cost(args, output), delay)
-            )
+            delay = max((float(v.latency) for v in output._vars.ravel()), default=0.0)
+            cost, widest = _layer_cost(args, output)
+            _warn_if_wider_than_float32(layer, widest)
+            layers.append(LayerTrace(layer.name, type(layer).__name__, cost, delay))
         outputs = [values[id(t)] for t in graph.outputs]
         return Traced(inputs, outputs, input_layers, layers)
 
