@@ -1242,7 +1242,12 @@ def run_case(
                     if simulated is not None:
                         outputs["verilator"] = simulated
                 except Exception as error:
-                    refused = is_refusal(error, "convert") and stage[0] == "rtl convert"
+                    # A documented refusal: at conversion, or a simulation limit.
+                    refused = is_refusal(error, "convert") and stage[0] in (
+                        "rtl convert",
+                        "rtl emulate",
+                        "rtl compile",
+                    )
                     result.rtl_outcome = "refused" if refused else "crash"
                     result.rtl_stage = stage[0]
                     result.rtl_error = f"{type(error).__name__}: {first_line(error)}"

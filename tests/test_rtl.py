@@ -245,7 +245,7 @@ def test_combinational_circuit_has_no_flip_flops(tmp_path):
     assert resources["lut"] > 0 and resources["latency"]["delay_estimate"] > 0
 
 
-@pytest.mark.parametrize("seed", (1, 2, 4, 5, 6, 7, 11, 14))
+@pytest.mark.parametrize("seed", (1, 2, 4, 6, 7, 9, 11, 14))
 def test_random_models_emulate_exactly(seed, tmp_path):
     """The fuzzer's random architectures (also probed with ties and zeros)."""
     case = fm.generate_case(seed)
@@ -482,3 +482,23 @@ def test_layer_wider_than_float32_is_warned_about(tmp_path):
     compute_bops(model, x, verbose=False)
     with pytest.warns(UserWarning, match="wide: a value it computes is .* more than float32"):
         convert_to_rtl(model, tmp_path / "wide")
+
+
+def test_emulating_formats_beyond_32_bits_is_refused(tmp_path):
+    """da4ml's interpreter passes values as its simulation does: a 40-odd-bit output
+    came back wrapped (fuzzer seed 3019: -1.06e12 for 3.55e10 on 1,449 of 27,904
+    outputs), silently. emulate() now refuses it as compile() does, with the cause."""
+    inp = keras.Input((6,))
+    x = Signature(keep_negative=1, bits=30, int_bits=22, name="sig")(inp)
+    model = keras.Model(inp, HDense(2, name="wide")(x))
+    for quantizer in (
+        model.get_layer("wide").kernel_quantizer,
+        model.get_layer("wide").pre_activation_quantizer,
+    ):  # outputs of 1 + 22 + 12 bits
+        quantizer.fractional_bits.assign(np.full(quantizer.fractional_bits.shape, 12.0, "float32"))
+    x = np.random.default_rng(6).normal(scale=1e6, size=(64, 6)).astype("float32")
+    compute_bops(model, x, verbose=False)
+    with pytest.warns(UserWarning, match="more than float32"):
+        project = convert_to_rtl(model, tmp_path / "wide")
+    with pytest.raises(ValueError, match="span .* bits.*cannot be simulated or emulated"):
+        project.emulate(x)

@@ -105,7 +105,7 @@ class RTLProject:
                     f"The firmware's {what}s span {width} bits (the widest sign, integer and "
                     f"fractional parts together); da4ml's simulation passes at most "
                     f"{MAX_SIMULATED_BITS}. The Verilog is still valid (write()), but it "
-                    "cannot be simulated: narrow the extreme formats of that "
+                    "cannot be simulated or emulated: narrow the extreme formats of that "
                     f"{what} (bw_clip)."
                 )
 
@@ -143,7 +143,12 @@ class RTLProject:
         return self._split_outputs(np.asarray(flat, dtype=np.float64))
 
     def emulate(self, x: Any) -> np.ndarray | list[np.ndarray]:
-        """da4ml's bit-exact interpreter of the circuit on ``x`` (nothing to compile)."""
+        """da4ml's bit-exact interpreter of the circuit on ``x`` (nothing to compile).
+
+        It passes values as da4ml's simulation does, so the same width limit applies
+        (measured: a 48-bit output format came back wrapped, -1.06e12 for 3.55e10).
+        """
+        self._check_simulable()
         flat = self.comb.predict(self.firmware_inputs(x), n_threads=1)
         return self._split_outputs(np.asarray(flat, dtype=np.float64))
 
