@@ -213,3 +213,21 @@ def test_floored_activation_reads_the_deployed_table(function, tmp_path):
     compute_bops(model, grid, verbose=False)
     project = convert_to_rtl(model, tmp_path / "rtl")
     assert _differ(model.predict(grid, verbose=0), project.emulate(grid)) == [0]
+
+
+@pytest.mark.rtl
+def test_too_wide_softmax_table_is_refused_before_any_grid_is_made(tmp_path):
+    """A softmax on a 29-bit input: the RTL rule built every element's grid of 2^29
+    values before checking the 2^16 limit, and fuzzer seed 3078 was killed by the
+    kernel at 20 GB. The sizes are now checked first; the refusal names the layer."""
+    pytest.importorskip("da4ml")
+    from HGQ.rtl import convert_to_rtl
+
+    inp = keras.Input((6,))
+    x = Signature(keep_negative=1, bits=28, int_bits=18, name="sig")(inp)
+    model = keras.Model(inp, HSoftmax(name="sm")(x))
+    rng = np.random.default_rng(7)
+    with pytest.warns(UserWarning, match="exp table would be indexed by"):
+        compute_bops(model, rng.normal(scale=1e4, size=(64, 6)).astype("float32"), verbose=False)
+    with pytest.raises(ValueError, match="HSoftmax 'sm' \\(exponential\\).*exceed 2\\^16"):
+        convert_to_rtl(model, tmp_path / "rtl")

@@ -84,11 +84,16 @@ def quantize_with(x: FixedVariableArray, quantizer: HGQuantizer) -> FixedVariabl
     return quantize_elements(x, quantizer.exact_format(), overflow, quantizer_rounding(quantizer))
 
 
+def _grid_size(variable: FixedVariable) -> int:
+    """How many values ``variable`` can hold."""
+    low, high, step = (float(v) for v in (variable.low, variable.high, variable.step))
+    return round((high - low) / step) + 1
+
+
 def _grid(variable: FixedVariable) -> np.ndarray:
     """Every value ``variable`` can hold, ascending."""
-    low, high, step = (float(v) for v in (variable.low, variable.high, variable.step))
-    count = round((high - low) / step) + 1
-    return low + step * np.arange(count, dtype=np.float64)
+    low, step = float(variable.low), float(variable.step)
+    return low + step * np.arange(_grid_size(variable), dtype=np.float64)
 
 
 def apply_table(x: FixedVariableArray, spec: TableSpec) -> FixedVariableArray:
@@ -100,13 +105,13 @@ def apply_table(x: FixedVariableArray, spec: TableSpec) -> FixedVariableArray:
     out (``spec.reachable``) get 0 instead.
     """
     flat = list(x._vars.ravel())
-    grids = [_grid(v) for v in flat]
-    longest = max(len(g) for g in grids)
+    longest = max(_grid_size(v) for v in flat)  # checked before any grid is made
     if longest > 2**MAX_TABLE_INPUT_BITS:
         raise ValueError(
             f"{spec.owner}: an input element takes {longest} values, so its table would exceed "
             f"2^{MAX_TABLE_INPUT_BITS} entries. {spec.fix}"
         )
+    grids = [_grid(v) for v in flat]
     padded = np.stack([np.pad(g, (0, longest - len(g)), mode="edge") for g in grids], axis=1)
     outputs = evaluate(spec, padded.reshape((longest,) + x.shape), quantize=True)
     outputs = outputs.reshape(longest, -1)
