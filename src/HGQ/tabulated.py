@@ -4,13 +4,12 @@ A non-linear function (an ``HActivation``'s, ``HSoftmax``'s exponential) is depl
 as a table: one float32 evaluation of the function per value its input can take,
 computed once, outside any compiled program. Keras's own inference evaluates the same
 function inside a compiled step, where XLA fuses it with its neighbours; a fused
-``exp``, ``elu`` or division can differ from the standalone evaluation by an ulp
-(measured: 452 of 16,384 ``exp`` values on XLA:CPU; ``elu(0.125)`` gave 0.12499999).
-Rounding hides that almost always, but a floor quantizer turns ``0.12499999`` into a
-whole LSB less. So at inference HGQ layers read the function from a table of those
-standalone values, built when the step is traced, over the grid of the input's
-calibrated format; inputs off that grid (a stale trace, another format) fall back to
-the function itself.
+``exp`` or division can differ from the standalone evaluation by an ulp (measured on
+XLA:CPU: 452 of 16,384 ``exp(d - max(d))`` values; ``1/2`` gave 0.49999997 inside
+HSoftmax's fused step). Rounding hides that almost always, but a floor quantizer turns
+0.49999997 into a whole LSB less. So at inference HGQ layers read the function from a
+table of those standalone values over the grid of the input's calibrated format;
+inputs off that grid (formats changed since) fall back to the function itself.
 
 Keras's JAX trainer traces ``predict`` with the model's variables taken out of them,
 so a layer cannot read its input's formats while it is traced: it prepares its table
