@@ -87,6 +87,24 @@ class FunctionTable(NamedTuple):
         return cls(kif, standalone_values(function, format_grid(*kif)))
 
 
+def input_table(
+    layer: Any,
+    function: Callable[[Any], Any],
+    kif_of: Callable[[tuple[int, int, int]], tuple[int, int, int]] = lambda kif: kif,
+) -> FunctionTable | None:
+    """``function`` tabulated over ``kif_of`` (the union of ``layer``'s calibrated input
+    formats), or None before those formats are known or beyond the table limit."""
+    from HGQ.hls4ml_hook.formats import union_format
+
+    if layer._input_source_refs is None:
+        return None
+    try:
+        kif = kif_of(union_format(layer.input_source().exact_output_format()))
+    except RuntimeError:  # not calibrated
+        return None
+    return FunctionTable.of(function, kif) if sum(kif) <= MAX_TABLE_INPUT_BITS else None
+
+
 def tabulated(x, function: Callable[[Any], Any], table: FunctionTable | None):
     """``function(x)``, read from ``table`` where ``x`` lies on its grid and computed
     directly elsewhere (everywhere when ``table`` is None)."""
@@ -105,6 +123,7 @@ __all__ = [
     "MAX_TABLE_INPUT_BITS",
     "FunctionTable",
     "format_grid",
+    "input_table",
     "outside_traces",
     "standalone_values",
     "tabulated",

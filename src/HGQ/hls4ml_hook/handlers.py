@@ -44,7 +44,7 @@ from HGQ.layers.pooling import (
     PMaxPool2D,
 )
 from HGQ.layers.reshaping import PFlatten, PPermute, PReshape
-from HGQ.layers.softmax import HSoftmax
+from HGQ.layers.softmax import HSoftmax, difference_format
 
 if TYPE_CHECKING:
     from keras import KerasTensor
@@ -564,8 +564,7 @@ class HSoftmaxHandler(HGQLayerHandler):
         def t(suffix: str) -> str:  # an intermediate tensor
             return f"{target}_{suffix}"
 
-        k, i, f = union_format(layer.input_source().exact_output_format())
-        diff_kif = (1, i + k, f) if k + i + f > 0 else (0, 0, 0)  # x - max(x) <= 0
+        diff_kif = difference_format(union_format(layer.input_source().exact_output_format()))
         f_exp = int(np.max(layer.exp_quantizer.rounded_fractional_bits()))
         sum_kif = (0, 1 + int(np.ceil(np.log2(n))), f_exp)  # n values in [0, 1]
         exp_format = layer.exp_quantizer.exact_format()

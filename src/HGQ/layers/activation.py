@@ -17,7 +17,7 @@ from HGQ.layers.base import NOT_ELEMENTWISE, HBaseLayer, PLayerBase, not_element
 from HGQ.layers.signature import Signature
 from HGQ.layers.softmax import HSoftmax
 from HGQ.quantizer import is_calibrating
-from HGQ.tabulated import MAX_TABLE_INPUT_BITS, FunctionTable, tabulated
+from HGQ.tabulated import MAX_TABLE_INPUT_BITS, input_table, tabulated
 
 
 @keras.saving.register_keras_serializable(package="HGQ")
@@ -90,15 +90,8 @@ class HActivation(HBaseLayer):
         union) for inference to read (see ``HGQ.tabulated``); called by ``compute_bops``
         and when a calibrated model is loaded. No table for ReLU/linear, before the
         input's formats are known, or beyond ``MAX_TABLE_INPUT_BITS``."""
-        self._inference_table = None
-        if not self.uses_lookup_table() or self._input_source_refs is None:
-            return
-        try:
-            kif = union_format(self.input_source().exact_output_format())
-        except RuntimeError:  # not calibrated
-            return
-        if sum(kif) <= MAX_TABLE_INPUT_BITS:
-            self._inference_table = FunctionTable.of(self.activation, kif)
+        uses_table = self.uses_lookup_table()
+        self._inference_table = input_table(self, self.activation) if uses_table else None
 
     def load_own_variables(self, store) -> None:
         super().load_own_variables(store)

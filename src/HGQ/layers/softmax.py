@@ -38,7 +38,7 @@ from HGQ.quantizer import (
     is_calibrating,
     serialize_quantizer_config,
 )
-from HGQ.tabulated import MAX_TABLE_INPUT_BITS, FunctionTable, tabulated
+from HGQ.tabulated import input_table, tabulated
 
 #: Defaults of the three quantizers: 8 fractional bits to start, never negative (a
 #: value of 1 must stay representable so that ``s >= 1``), at most 10 (the reciprocal's
@@ -50,6 +50,13 @@ SOFTMAX_QUANTIZER_DEFAULTS = {"init_bw": 8, "bw_clip": (0, 10)}
 #: ``1 / s`` of the tables gives the rational ``1 / s`` rounded (it is never within an
 #: ulp of a rounding boundary it is not on).
 MAX_TABLE_FRACTIONAL_BITS = 11
+
+
+def difference_format(kif: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The format of ``x - max(x)`` for ``x`` of format ``kif``: ``<= 0``, so signed
+    with one integer bit more (nothing when ``x`` is 0 bits wide)."""
+    k, i, f = kif
+    return (1, i + k, f) if k + i + f > 0 else (0, 0, 0)
 
 
 @keras.saving.register_keras_serializable(package="HGQ")
@@ -197,16 +204,7 @@ class HSoftmax(HBaseLayer):
         """Tabulate ``exp`` over the grid of ``d = x - max(x)`` (signed, one integer bit
         more than the calibrated input) for inference to read (see ``HGQ.tabulated``);
         called by ``compute_bops`` and when a calibrated model is loaded."""
-        self._inference_table = None
-        if self._input_source_refs is None:
-            return
-        try:
-            k, i, f = union_format(self.input_source().exact_output_format())
-        except RuntimeError:  # not calibrated
-            return
-        kif = (1, i + k, f) if k + i + f > 0 else (0, 0, 0)
-        if sum(kif) <= MAX_TABLE_INPUT_BITS:
-            self._inference_table = FunctionTable.of(self.exponential, kif)
+        self._inference_table = input_table(self, self.exponential, difference_format)
 
     def load_own_variables(self, store) -> None:
         super().load_own_variables(store)
@@ -240,10 +238,10 @@ class HSoftmax(HBaseLayer):
     def table_input_bits(self) -> dict[str, int]:
         """Index widths of the two tables, from the calibrated input formats: the
         exponential's is that of ``x - max(x)``, the reciprocal's that of the sum."""
-        k, i, f = union_format(self.input_source().exact_output_format())
+        kif = union_format(self.input_source().exact_output_format())
         f_e = int(np.max(self.exp_quantizer.rounded_fractional_bits()))
         return {
-            "exp": 1 + i + k + f if k + i + f > 0 else 0,
+            "exp": sum(difference_format(kif)),
             "inv": 1 + math.ceil(math.log2(self.row_length)) + f_e,
         }
 
