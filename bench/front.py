@@ -1,7 +1,8 @@
 """Accuracy-vs-EBOPs fronts on scikit-learn's digits, beside the other libraries' figures.
 
 Two ways to get a front, for the digits MLP (64-32-16-10, the demo's) and CNN
-(``examples/digits_cnn.py``):
+(``examples/digits_cnn.py``), and for the Deep Sets tagger of
+``examples/particle_taggers.py`` on toy jets (``HGQ.particle_data``, 6,000 jets):
 
 - **fixed β**: one training per β, calibrated on the training split, one point each;
 - **scheduled**: one run whose β is held then ramped (``ConstantThenLogRamp``), with
@@ -11,8 +12,13 @@ Two ways to get a front, for the digits MLP (64-32-16-10, the demo's) and CNN
 Data as in the issue that set the targets: ``load_digits``, x/16,
 ``train_test_split(test_size=0.25, random_state=0, stratify=y)``, Adam(3e-3), batch 64.
 
+``--luts`` converts every point (each fixed-β model, each kept checkpoint) with
+``HGQ.rtl`` and adds da4ml's LUT estimate; ``--yosys`` synthesises the fixed-β points
+too. EBOPs steer training; the LUTs are what the firmware costs.
+
     KERAS_BACKEND=jax .venv/bin/python bench/front.py --model mlp [--fixed-epochs 100]
         [--betas 1e-5 1e-4 3e-4] [--scheduled-epochs 300] [--kernel-init fixed magnitude]
+        [--luts [--yosys]]
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 from digits_cnn import hgq_cnn  # noqa: E402
 from digits_common import accuracy, front_rows, load_data  # noqa: E402
 from digits_mlp import hgq_mlp  # noqa: E402
+from particle_taggers import deep_sets  # noqa: E402
 
 from HGQ import (  # noqa: E402
     get_default_kernel_quantizer_config,
@@ -49,8 +56,10 @@ from HGQ.callbacks import (  # noqa: E402
     ParetoFront,
     ResetMinMax,
 )
+from HGQ.particle_data import toy_particle_jets  # noqa: E402
 
 BUDGETS = (2_000, 5_000, 10_000, 20_000)
+TOY_JETS, TOY_PARTICLES = 6000, 16
 FRONT_METRICS = ("val_accuracy", "val_loss", "ebops")
 
 #: Measured on this machine with the same data and training settings (from the issue
@@ -69,7 +78,10 @@ def build(model_name: str, beta: float, kernel_init: str) -> keras.Model:
     before = get_default_kernel_quantizer_config()["init_mode"]
     set_default_kernel_quantizer_config({"init_mode": kernel_init})
     try:
-        model = hgq_mlp(beta) if model_name == "mlp" else hgq_cnn(beta)
+        if model_name == "deep_sets":
+            model = deep_sets(TOY_PARTICLES, 3, 3, beta)
+        else:
+            model = hgq_mlp(beta) if model_name == "mlp" else hgq_cnn(beta)
     finally:
         set_default_kernel_quantizer_config({"init_mode": before})
     model.compile(
@@ -80,7 +92,20 @@ def build(model_name: str, beta: float, kernel_init: str) -> keras.Model:
     return model
 
 
-def fixed_beta_point(model_name, beta, epochs, kernel_init, data, seed) -> dict:
+def firmware_luts(model: keras.Model, yosys: bool = False) -> dict:
+    """da4ml's LUT estimate of the calibrated ``model`` (and yosys's count if asked)."""
+    from HGQ.rtl import convert_to_rtl
+
+    with tempfile.TemporaryDirectory() as directory:
+        project = convert_to_rtl(model, directory, write=yosys)
+        luts = {"lut_estimate": project.estimate()["lut"]}
+        if yosys:
+            luts["lut"] = project.resources()["lut"]
+    return luts
+
+
+def fixed_beta_point(model_name, beta, epochs, kernel_init, data, seed, luts=0) -> dict:
+    """One model trained at ``beta``; ``luts``: 0 none, 1 da4ml estimate, 2 also yosys."""
     x_train, x_test, y_train, y_test = data
     keras.utils.set_random_seed(seed)
     model = build(model_name, beta, kernel_init)
@@ -88,15 +113,20 @@ def fixed_beta_point(model_name, beta, epochs, kernel_init, data, seed) -> dict:
     model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0, callbacks=[ResetMinMax()])
     seconds = time.perf_counter() - start
     ebops = compute_bops(model, x_train, bsz=1024, verbose=False)
-    return {
+    point = {
         "beta": beta,
         "ebops": ebops,
         "test_accuracy": accuracy(model, x_test, y_test),
         "seconds": seconds,
     }
+    if luts:
+        point.update(firmware_luts(model, yosys=luts > 1))
+    return point
 
 
-def scheduled_front(model_name, schedule, epochs, kernel_init, data, seed, directory) -> list:
+def scheduled_front(
+    model_name, schedule, epochs, kernel_init, data, seed, directory, luts=False
+) -> list:
     """One run with β from ``schedule``; the kept checkpoints with their test accuracy."""
     x_train, x_test, y_train, y_test = data
     x_fit, x_val, y_fit, y_val = train_test_split(
@@ -120,7 +150,27 @@ def scheduled_front(model_name, schedule, epochs, kernel_init, data, seed, direc
     # front_rows reloads each checkpoint, recalibrates it (raising unless it gives the
     # recorded EBOPs, the callback's promise) and tests it.
     rows = front_rows(front, x_fit, x_test, y_test)
+    if luts:
+        for row in rows:
+            row.update(firmware_luts(row["model"]))
     return [{key: value for key, value in row.items() if key != "model"} for row in rows]
+
+
+def load_model_data(model_name: str):
+    """``x_train, x_test, y_train, y_test`` for the model: digits, or toy jets."""
+    if model_name != "deep_sets":
+        return load_data(sample_shape=(64,) if model_name == "mlp" else (8, 8, 1))
+    x, y = toy_particle_jets(TOY_JETS, particles=TOY_PARTICLES)
+    return train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
+
+
+def lut_header(luts: int) -> str:
+    return (f" {'est. LUT':>9}" if luts else "") + (f" {'yosys LUT':>9}" if luts > 1 else "")
+
+
+def lut_cells(row: dict) -> str:
+    cells = f" {row['lut_estimate']:>9,.0f}" if "lut_estimate" in row else ""
+    return cells + (f" {row['lut']:>9,}" if "lut" in row else "")
 
 
 def best_under(rows: list[dict], budget: float, chosen_by: str) -> dict | None:
@@ -140,7 +190,7 @@ def print_anchors() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
+    parser.add_argument("--model", choices=("mlp", "cnn", "deep_sets"), default="mlp")
     parser.add_argument("--betas", type=float, nargs="*", default=[1e-6, 1e-5, 1e-4, 3e-4])
     parser.add_argument("--fixed-epochs", type=int, default=100)
     parser.add_argument("--scheduled-epochs", type=int, default=300)
@@ -149,23 +199,27 @@ def main() -> None:
     parser.add_argument("--hold", type=int, default=20)
     parser.add_argument("--kernel-init", nargs="+", default=["fixed"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--luts", action="store_true", help="add da4ml's LUT estimate")
+    parser.add_argument("--yosys", action="store_true", help="and yosys LUTs (fixed β)")
     parser.add_argument("--json", help="write all results to this file")
     args = parser.parse_args()
+    luts = 2 if args.yosys else int(args.luts)
 
-    data = load_data(sample_shape=(64,) if args.model == "mlp" else (8, 8, 1))
+    data = load_model_data(args.model)
     results = {"model": args.model, "backend": keras.backend.backend(), "runs": []}
-    print(f"digits {args.model}, Keras backend {keras.backend.backend()}")
+    print(f"{args.model}, Keras backend {keras.backend.backend()}")
     for kernel_init in args.kernel_init:
         if args.betas and args.fixed_epochs:
             print(f"\n== fixed β, {args.fixed_epochs} epochs, kernel init '{kernel_init}'")
-            print(f"{'β':>8} {'EBOPs':>9} {'test acc':>9} {'train s':>8}")
+            print(f"{'β':>8} {'EBOPs':>9} {'test acc':>9} {'train s':>8}{lut_header(luts)}")
             for beta in args.betas:
                 point = fixed_beta_point(
-                    args.model, beta, args.fixed_epochs, kernel_init, data, args.seed
+                    args.model, beta, args.fixed_epochs, kernel_init, data, args.seed, luts
                 )
                 print(
                     f"{beta:>8.0e} {point['ebops']:>9,.0f} {point['test_accuracy']:>9.4f} "
-                    f"{point['seconds']:>8.1f}"
+                    f"{point['seconds']:>8.1f}{lut_cells(point)}",
+                    flush=True,
                 )
                 results["runs"].append(dict(point, kind="fixed", kernel_init=kernel_init))
         if args.scheduled_epochs:
@@ -185,14 +239,18 @@ def main() -> None:
                     data,
                     args.seed,
                     directory,
+                    luts=bool(luts),
                 )
             seconds = time.perf_counter() - start
             print(f"{len(rows)} checkpoints kept, {seconds:.0f} s")
-            print(f"{'epoch':>6} {'EBOPs':>9} {'val acc':>8} {'test acc':>9}")
+            print(
+                f"{'epoch':>6} {'EBOPs':>9} {'val acc':>8} {'test acc':>9}"
+                f"{lut_header(min(luts, 1))}"
+            )
             for row in rows:
                 print(
                     f"{row['epoch']:>6} {row['ebops']:>9,.0f} {row['val_accuracy']:>8.4f} "
-                    f"{row['test_accuracy']:>9.4f}"
+                    f"{row['test_accuracy']:>9.4f}{lut_cells(row)}"
                 )
             print(f"{'budget':>8} {'chosen on validation':>22} {'best on test':>14}")
             for budget in BUDGETS:

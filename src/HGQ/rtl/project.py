@@ -34,7 +34,8 @@ class RTLProject:
     ``write()`` puts the Verilog (and Vivado/Quartus build scripts) in ``path``;
     ``compile()`` builds a verilator simulation of it; ``predict(x)`` runs that
     simulation; ``emulate(x)`` runs da4ml's bit-exact interpreter of the same circuit
-    (no compilation); ``resources()`` synthesises it with yosys.
+    (no compilation); ``estimate()`` gives da4ml's LUT estimate at once and
+    ``resources()`` synthesises it with yosys.
 
     The firmware takes each model input in the formats of the HQuantize (or
     Signature) it feeds; ``predict`` and ``emulate`` apply that layer on the host.
@@ -158,6 +159,22 @@ class RTLProject:
         """Clock cycles from input to output: pipeline stages, 0 when combinational."""
         return len(self.pipeline.solutions) if self.pipeline is not None else 0
 
+    def estimate(self) -> dict[str, Any]:
+        """da4ml's own resource figures, in milliseconds and without synthesis.
+
+        ``lut`` is its LUT estimate of the whole circuit (within about 10% of yosys on
+        the models of ``bench/resources.py``), ``per_layer`` the same per layer (name,
+        kind, ``lut_estimate``, ``delay``), ``ff`` the pipeline registers (0 when
+        combinational) and ``delay`` its estimate of the longest path, in adder delays.
+        ``resources()`` adds yosys's counts.
+        """
+        return {
+            "lut": float(self.comb.cost),
+            "ff": int(self.pipeline.reg_bits) if self.pipeline is not None else 0,
+            "delay": float(max(self.comb.latency, default=0.0)),
+            "per_layer": [layer._asdict() for layer in self.layers],
+        }
+
     def resources(self, lut_mapper: str = "abc") -> dict[str, Any]:
         """LUTs and flip-flops from yosys (UltraScale+), da4ml's estimates and latency.
 
@@ -174,19 +191,20 @@ class RTLProject:
             if not self._written:
                 self.write()
             synthesis = synthesize(self.path, self.name, mapper=lut_mapper)
+            estimate = self.estimate()
             self._resources = {
                 "lut_mapper": lut_mapper,
                 "lut": synthesis["lut"],
                 "ff": synthesis["ff"],
                 "carry": synthesis["carry"],
-                "lut_estimate": float(self.comb.cost),
-                "ff_estimate": int(self.pipeline.reg_bits) if self.pipeline is not None else 0,
+                "lut_estimate": estimate["lut"],
+                "ff_estimate": estimate["ff"],
                 "latency": {
                     "cycles": self.stages,
                     "clock_period_ns": self.clock_period,
-                    "delay_estimate": float(max(self.comb.latency)),
+                    "delay_estimate": estimate["delay"],
                 },
-                "per_layer": [layer._asdict() for layer in self.layers],
+                "per_layer": estimate["per_layer"],
                 "cells": synthesis["cells"],
             }
         return self._resources
