@@ -124,7 +124,7 @@ def softmax_head(beta: float) -> keras.Model:
 
 
 def attention(beta: float) -> keras.Model:
-    inputs = keras.Input((6, 4))
+    inputs = keras.Input((8, 4))
     x = HQuantize(**_q(beta))(inputs)
     attended = HMultiHeadAttention(2, 4, **_q(beta))(x, x)
     x = HAdd(**_q(beta))([x, attended])
@@ -151,7 +151,7 @@ FAMILIES: dict[str, tuple[Callable[[float], keras.Model], tuple[int, ...]]] = {
     "deep_sets": (deep_sets, (16, 4)),
     "mixer": (mixer, (8, 4)),
     "softmax_head": (softmax_head, (16,)),
-    "attention": (attention, (6, 4)),
+    "attention": (attention, (8, 4)),
     "gated": (gated, (16,)),
 }
 

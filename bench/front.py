@@ -12,8 +12,8 @@ Two ways to get a front, for the digits MLP (64-32-16-10, the demo's) and CNN
 Data as in the issue that set the targets: ``load_digits``, x/16,
 ``train_test_split(test_size=0.25, random_state=0, stratify=y)``, Adam(3e-3), batch 64.
 
-``--luts`` converts every point (each fixed-β model, each kept checkpoint) with
-``HGQ.rtl`` and adds da4ml's LUT estimate; ``--yosys`` synthesises the fixed-β points
+Every kept checkpoint of the scheduled run carries da4ml's LUT estimate (``HGQ.rtl``,
+no synthesis); ``--luts`` adds it to the fixed-β points, ``--yosys`` synthesises them
 too. EBOPs steer training; the LUTs are what the firmware costs.
 
     KERAS_BACKEND=jax .venv/bin/python bench/front.py --model mlp [--fixed-epochs 100]
@@ -124,9 +124,7 @@ def fixed_beta_point(model_name, beta, epochs, kernel_init, data, seed, luts=0) 
     return point
 
 
-def scheduled_front(
-    model_name, schedule, epochs, kernel_init, data, seed, directory, luts=False
-) -> list:
+def scheduled_front(model_name, schedule, epochs, kernel_init, data, seed, directory) -> list:
     """One run with β from ``schedule``; the kept checkpoints with their test accuracy."""
     x_train, x_test, y_train, y_test = data
     x_fit, x_val, y_fit, y_val = train_test_split(
@@ -149,10 +147,7 @@ def scheduled_front(
     )
     # front_rows reloads each checkpoint, recalibrates it (raising unless it gives the
     # recorded EBOPs, the callback's promise) and tests it.
-    rows = front_rows(front, x_fit, x_test, y_test)
-    if luts:
-        for row in rows:
-            row.update(firmware_luts(row["model"]))
+    rows = front_rows(front, x_fit, x_test, y_test)  # with da4ml's LUT estimate
     return [{key: value for key, value in row.items() if key != "model"} for row in rows]
 
 
@@ -239,13 +234,12 @@ def main() -> None:
                     data,
                     args.seed,
                     directory,
-                    luts=bool(luts),
                 )
             seconds = time.perf_counter() - start
             print(f"{len(rows)} checkpoints kept, {seconds:.0f} s")
             print(
                 f"{'epoch':>6} {'EBOPs':>9} {'val acc':>8} {'test acc':>9}"
-                f"{lut_header(min(luts, 1))}"
+                f"{lut_header(int(all('lut_estimate' in row for row in rows)))}"
             )
             for row in rows:
                 print(

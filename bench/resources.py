@@ -1,20 +1,18 @@
 """EBOPs against LUTs from open synthesis: how well the training's cost predicts hardware.
 
-For each model and β: train with that fixed β, calibrate (exact EBOPs), convert with
-``HGQ.rtl.convert_to_rtl`` (da4ml, combinational), build the verilator simulation and
-check it against Keras on the test set and far outside the calibrated range, then
-synthesise with yosys (UltraScale+ LUT6 mapping). Printed: EBOPs, yosys LUTs, da4ml's
-LUT estimate, da4ml's delay estimate, the LUT/EBOPs ratio and its range, and the
-correlation of LUTs with EBOPs; a scatter plot goes to ``<out>/resources.png``.
+For each model family (``bench/families.py``: MLP, 2D CNN with max pool, 1D CNN with
+average pool, Deep Sets, MLP-Mixer block, softmax head, attention block, gated
+HMultiply; default layer settings) and each β: train with that fixed β on the family's
+teacher task, calibrate (exact EBOPs), convert with ``HGQ.rtl.convert_to_rtl`` (da4ml,
+combinational), check da4ml's interpreter of the circuit against Keras on the test
+set and far outside the calibrated range, then synthesise with yosys (UltraScale+
+LUT6 mapping). Printed per point: EBOPs (and the products-only part, the original
+HGQ's EBOPs), yosys LUTs, da4ml's LUT estimate, both ratios; then the ratio ranges
+and the Pearson correlation of LUTs with EBOPs on logs over all points. A scatter
+plot goes to ``<out>/resources.png``, the rows to ``<out>/resources.json``.
 
-Models: the digits MLP (64-32-16-10) and CNN of ``examples/``, and the jet-tagging MLP
-(16-64-32-32-5, ``examples/jet_tagging.py``). The jet model trains on the OpenML data
-when ``--jet-data`` points to the ARFF file; otherwise on a stand-in of the same shape
-(16 standard-normal features, 5 classes from a fixed random teacher), which is said so
-in the table: the resources follow the trained formats, not the physics.
-
-    KERAS_BACKEND=jax .venv/bin/python bench/resources.py [--models mlp cnn jet]
-        [--betas 1e-6 1e-5 1e-4 3e-4] [--epochs 60] [--out build/resources]
+    KERAS_BACKEND=jax .venv/bin/python bench/resources.py [--models mlp cnn2d ...]
+        [--betas 3e-6 3e-5 3e-4] [--epochs 30] [--no-yosys] [--out build/resources]
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -32,105 +29,74 @@ import keras
 
 # isort: on
 import numpy as np
+from families import FAMILIES, teacher_data
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-
-from digits_cnn import hgq_cnn  # noqa: E402
-from digits_common import accuracy, load_data  # noqa: E402
-from digits_mlp import hgq_mlp  # noqa: E402
-from jet_tagging import build_model as jet_mlp  # noqa: E402
-
-from HGQ.bops import ResetMinMax, compute_bops  # noqa: E402
-from HGQ.rtl import convert_to_rtl  # noqa: E402
+from HGQ.bops import ResetMinMax, compute_bops
+from HGQ.rtl import convert_to_rtl
 
 
-def jet_stand_in(n: int = 6000, seed: int = 0):
-    """16 features, 5 classes from a fixed random two-layer teacher (no download)."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 16)).astype("float32")
-    hidden = np.tanh(x @ rng.normal(size=(16, 12)))
-    y = np.argmax(hidden @ rng.normal(size=(12, 5)), axis=1).astype("int32")
-    cut = int(0.75 * n)
-    return x[:cut], x[cut:], y[:cut], y[cut:]
-
-
-def jet_data(path: str | None):
-    if path is None:
-        return jet_stand_in(), "stand-in"
-    from HGQ.datasets import load_jet_tagging
-
-    x_train, x_test, y_train, y_test = load_jet_tagging(path)
-    return (x_train[:50_000], x_test[:20_000], y_train[:50_000], y_test[:20_000]), "OpenML"
-
-
-def unrolled_ebops(model: keras.Model) -> float:
-    """EBOPs with every kernel instance counted, as a fully unrolled circuit (da4ml, or
-    hls4ml io_parallel) builds it: a layer's EBOPs price ``parallel_factor`` of its
-    positions (1 by default: one kernel reused over a convolution's positions)."""
-    total = 0.0
-    for layer in model._flatten_layers(include_self=False):
-        if not hasattr(layer, "compute_exact_bops"):
-            continue
-        positions = getattr(layer, "output_positions", None) or getattr(layer, "positions", 1)
-        total += layer.compute_exact_bops() * positions / getattr(layer, "parallel_factor", 1)
-    return total
-
-
-def measure(build, beta: float, data, epochs: int, workdir: str) -> dict:
-    x_train, x_test, y_train, y_test = data
+def measure(family: str, beta: float, epochs: int, workdir: str, yosys: bool) -> dict:
+    build, sample_shape = FAMILIES[family]
+    x_train, x_test, y_train, y_test = teacher_data(sample_shape)
     keras.utils.set_random_seed(0)
     model = build(beta)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    probabilities = family == "softmax_head"
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
     model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
     start = time.perf_counter()
     model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0, callbacks=[ResetMinMax()])
     trained = time.perf_counter() - start
-    ebops = float(compute_bops(model, x_train, bsz=1024, verbose=False))
+    ebops = compute_bops(model, x_train, bsz=1024, verbose=False)
     start = time.perf_counter()
-    project = convert_to_rtl(model, os.path.join(workdir, f"{model.name}_{beta:g}"))
+    project = convert_to_rtl(model, os.path.join(workdir, f"{family}_{beta:g}"), write=yosys)
     converted = time.perf_counter() - start
-    start = time.perf_counter()
-    project.compile()
-    compiled = time.perf_counter() - start
     rng = np.random.default_rng(0)
     far = (x_test * 8 + rng.normal(scale=4, size=x_test.shape)).astype("float32")
     probe = np.concatenate([x_test, far])
     expected = model.predict(probe, verbose=0, batch_size=4096)
-    got = np.asarray(project.predict(probe)).reshape(expected.shape)
-    start = time.perf_counter()
-    resources = project.resources()
-    synthesised = time.perf_counter() - start
-    return {
-        "model": model.name,
+    got = np.asarray(project.emulate(probe)).reshape(expected.shape)
+    estimate = project.estimate()
+    row = {
+        "model": family,
         "beta": beta,
-        "accuracy": accuracy(model, x_test, y_test),
-        "ebops": ebops,
-        "ebops_unrolled": unrolled_ebops(model),
-        "lut": resources["lut"],
-        "lut_estimate": resources["lut_estimate"],
-        "carry": resources["carry"],
-        "delay_estimate": resources["latency"]["delay_estimate"],
+        "accuracy": float(np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test)),
+        "ebops": float(ebops),
+        "products": ebops.products,
+        "by_kind": ebops.by_kind(),
+        "lut_estimate": estimate["lut"],
+        "delay_estimate": estimate["delay"],
         "exact": f"{int(np.sum(got == expected))}/{expected.size}",
-        "seconds": {
-            "train": round(trained, 1),
-            "convert": round(converted, 1),
-            "verilator": round(compiled, 1),
-            "yosys": round(synthesised, 1),
-        },
+        "seconds": {"train": round(trained, 1), "convert": round(converted, 1)},
     }
+    if yosys:
+        start = time.perf_counter()
+        resources = project.resources()
+        row["seconds"]["yosys"] = round(time.perf_counter() - start, 1)
+        row["lut"] = resources["lut"]
+        row["carry"] = resources["carry"]
+    return row
 
 
 def summary(rows: list[dict]) -> str:
     ebops = np.array([r["ebops"] for r in rows])
-    lut = np.array([r["lut"] for r in rows], dtype=np.float64)
-    estimate = np.array([r["lut_estimate"] for r in rows])
-    ratio = lut / ebops
-    lines = [
-        f"LUT/EBOPs: {ratio.min():.2f} to {ratio.max():.2f} (median {np.median(ratio):.2f})",
-        f"Pearson r(EBOPs, LUT) = {np.corrcoef(ebops, lut)[0, 1]:.3f}; "
-        f"on logs {np.corrcoef(np.log(ebops), np.log(lut))[0, 1]:.3f}",
-        f"yosys LUT / da4ml estimate: {np.min(lut / estimate):.2f} to {np.max(lut / estimate):.2f}",
-    ]
+    lines = []
+    for key, label in (("lut", "yosys LUT"), ("lut_estimate", "da4ml estimate")):
+        if not all(key in r for r in rows):
+            continue
+        lut = np.array([r[key] for r in rows], dtype=np.float64)
+        ratio = lut / ebops
+        r_log = np.corrcoef(np.log(ebops), np.log(lut))[0, 1]
+        lines.append(
+            f"{label} / EBOPs: {ratio.min():.2f} to {ratio.max():.2f} (median "
+            f"{np.median(ratio):.2f}); Pearson r on logs {r_log:.4f}"
+        )
+    if all("lut" in r for r in rows):
+        lut = np.array([r["lut"] for r in rows], dtype=np.float64)
+        estimate = np.array([r["lut_estimate"] for r in rows])
+        lines.append(
+            f"yosys LUT / da4ml estimate: {np.min(lut / estimate):.2f} to "
+            f"{np.max(lut / estimate):.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -146,7 +112,10 @@ def plot(rows: list[dict], path: str) -> None:
     figure, axis = plt.subplots(figsize=(5.5, 4))
     for name in sorted({r["model"] for r in rows}):
         mine = [r for r in rows if r["model"] == name]
-        axis.scatter([r["ebops"] for r in mine], [r["lut"] for r in mine], label=f"{name} (yosys)")
+        if all("lut" in r for r in mine):
+            axis.scatter(
+                [r["ebops"] for r in mine], [r["lut"] for r in mine], label=f"{name} (yosys)"
+            )
         axis.scatter(
             [r["ebops"] for r in mine],
             [r["lut_estimate"] for r in mine],
@@ -166,41 +135,32 @@ def plot(rows: list[dict], path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["mlp", "cnn", "jet"])
-    parser.add_argument("--betas", nargs="+", type=float, default=[1e-6, 1e-5, 1e-4, 3e-4])
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--jet-data", default=None, help="hls4ml_lhc_jets_hlf ARFF file")
+    parser.add_argument("--models", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--betas", nargs="+", type=float, default=[3e-6, 3e-5, 3e-4])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--no-yosys", action="store_true", help="da4ml's estimate only")
     parser.add_argument("--out", default="build/resources")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-
-    digits = load_data()
-    digits_images = load_data(sample_shape=(8, 8, 1))
-    jet, jet_source = jet_data(args.jet_data) if "jet" in args.models else (None, "")
-    builds = {
-        "mlp": (hgq_mlp, digits, "digits"),
-        "cnn": (hgq_cnn, digits_images, "digits"),
-        "jet": (jet_mlp, jet, f"jets ({jet_source})"),
-    }
+    yosys = not args.no_yosys
     rows = []
-    header = (
-        f"{'model':<11} {'data':<18} {'beta':>7} {'acc':>6} {'EBOPs':>8} {'unrolled':>9} "
-        f"{'LUT':>7} {'da4ml':>7} {'LUT/EBOPs':>9} {'delay':>6}  exact"
+    print(
+        f"{'model':<13} {'beta':>7} {'acc':>6} {'EBOPs':>8} {'products':>8} {'LUT':>7} "
+        f"{'da4ml':>7} {'LUT/EBOPs':>9} {'est/EBOPs':>9}  exact"
     )
-    print(header)
     with tempfile.TemporaryDirectory(prefix="hgq_resources_") as workdir:
-        for name in args.models:
-            build, data, label = builds[name]
+        for family in args.models:
             for beta in args.betas:
-                row = measure(build, beta, data, args.epochs, workdir)
-                row["data"] = label
+                row = measure(family, beta, args.epochs, workdir, yosys)
                 rows.append(row)
+                lut = row.get("lut")
                 print(
-                    f"{row['model']:<11} {label:<18} {beta:>7.0e} {row['accuracy']:>6.3f} "
-                    f"{row['ebops']:>8,.0f} {row['ebops_unrolled']:>9,.0f} "
-                    f"{row['lut']:>7,} {row['lut_estimate']:>7,.0f} "
-                    f"{row['lut'] / row['ebops']:>9.2f} {row['delay_estimate']:>6.0f}  "
-                    f"{row['exact']}  {row['seconds']}",
+                    f"{family:<13} {beta:>7.0e} {row['accuracy']:>6.3f} {row['ebops']:>8,.0f} "
+                    f"{row['products']:>8,.0f} {lut if lut is not None else '-':>7} "
+                    f"{row['lut_estimate']:>7,.0f} "
+                    f"{lut / row['ebops'] if lut is not None else float('nan'):>9.2f} "
+                    f"{row['lut_estimate'] / row['ebops']:>9.2f}  {row['exact']}  "
+                    f"{row['seconds']}",
                     flush=True,
                 )
     print(summary(rows))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -81,17 +83,33 @@ def train_float_reference(
     return model
 
 
+def estimated_luts(model: keras.Model) -> float | None:
+    """da4ml's LUT estimate of the calibrated ``model`` as Verilog (no synthesis, well
+    under a second for these models), or None without the rtl extra."""
+    if importlib.util.find_spec("da4ml") is None:
+        return None
+    from HGQ.rtl import convert_to_rtl
+
+    with tempfile.TemporaryDirectory() as directory:
+        return convert_to_rtl(model, directory, write=False).estimate()["lut"]
+
+
 def front_rows(
     front: ParetoFront, x_calibration: np.ndarray, x_test: np.ndarray, y_test: np.ndarray
 ) -> list[dict[str, Any]]:
-    """Each kept checkpoint reloaded, calibrated as ``CalibratedBOPs`` did, and tested."""
+    """Each kept checkpoint reloaded, calibrated as ``CalibratedBOPs`` did, and tested;
+    with the rtl extra, also its LUTs as da4ml estimates them (``lut_estimate``)."""
     rows = []
     for record in front.front:
         model = keras.models.load_model(record["path"])
         ebops = compute_bops(model, x_calibration, bsz=1024, verbose=False)
         if ebops != record["ebops"]:
             raise RuntimeError(f"{record['path']}: {ebops} EBOPs, {record['ebops']} recorded")
-        rows.append(dict(record, test_accuracy=accuracy(model, x_test, y_test), model=model))
+        row = dict(record, test_accuracy=accuracy(model, x_test, y_test), model=model)
+        luts = estimated_luts(model)
+        if luts is not None:
+            row["lut_estimate"] = luts
+        rows.append(row)
     return sorted(rows, key=lambda row: row["ebops"])
 
 
@@ -103,12 +121,18 @@ def pick_deployed(rows: list[dict[str, Any]], tolerance: float = 0.01) -> dict[s
 
 
 def print_front(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> None:
-    print(f"{'epoch':>6} {'val accuracy':>13} {'EBOPs':>9} {'test accuracy':>14}")
+    luts = all("lut_estimate" in row for row in rows)
+    print(
+        f"{'epoch':>6} {'val accuracy':>13} {'EBOPs':>9} {'test accuracy':>14}"
+        + (f" {'est. LUTs':>10}" if luts else "")
+    )
     for row in rows:
         mark = "  <- deployed" if row is chosen else ""
         print(
             f"{row['epoch']:>6} {row['val_accuracy']:>13.4f} {row['ebops']:>9,.0f} "
-            f"{row['test_accuracy']:>14.4f}{mark}"
+            f"{row['test_accuracy']:>14.4f}"
+            + (f" {row['lut_estimate']:>10,.0f}" if luts else "")
+            + mark
         )
 
 

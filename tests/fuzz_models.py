@@ -436,11 +436,10 @@ class _Builder:
     def dense(self, node: _Node, units: int | None = None) -> _Node:
         """HDense (maybe fused with BatchNorm): on the last axis of a rank-2/3 tensor
         (one kernel for every position) or on the flattened tensor."""
-        positions = int(np.prod(node.shape[:-1]))
         keep = 1 < len(node.shape) <= 3 and self.position_rng.random() < 0.4
         parallel_factor = 1
-        if keep:
-            parallel_factor = positions if self.position_rng.random() < 0.3 else 1
+        if keep:  # the default (one instance per position) or one instance, reused
+            parallel_factor = None if self.position_rng.random() < 0.3 else 1
             self.features.add("dense_on_positions")
         elif len(node.shape) > 1:
             node = self.apply(PFlatten(name=self.name("flatten")), [node])
@@ -477,8 +476,7 @@ class _Builder:
                 ("abcd,ce->abed", (shape[0], units, shape[2]), 1),
                 ("...c,cd->...d", (units,), 2),
             ]
-        equation, output_shape, contracted = choices[int(self.einsum_rng.integers(len(choices)))]
-        positions = int(np.prod(shape)) // shape[contracted]
+        equation, output_shape, _ = choices[int(self.einsum_rng.integers(len(choices)))]
         bias_axes = None
         if use_bias:
             letters = equation.split("->")[1].replace("...", "")[-len(output_shape) :]
@@ -489,7 +487,7 @@ class _Builder:
             output_shape,
             activation=activation,
             bias_axes=bias_axes,
-            parallel_factor=positions if self.einsum_rng.random() < 0.3 else 1,
+            parallel_factor=None if self.einsum_rng.random() < 0.3 else 1,
             name=self.name("heinsumdense"),
             **self.h_kwargs(len(shape), kernel_rank=2),
         )

@@ -83,9 +83,11 @@ def test_get_config_round_trips_and_is_registered():
 #               col2 {0.5, 3.5}   -> k=0, i=2 -> 4 bits
 # An HDense(1, no bias) after it with kernel [1, 0.75, 0.5] (spans 1, 2, 1):
 #   truncation: 3*1 + 2*2 + 4*1 = 11;  rounding: 3*1 + 3*2 + 4*1 = 13.
+# The adders (HGQ.logic_costs): per element two 6-bit operands, 12/2 + 1 carry = 7;
+# three elements: 21.
 @pytest.mark.parametrize(
     "strategy, bits, ebops",
-    [("auto", [3, 2, 4], 11.0), ("floor", [3, 2, 4], 11.0), ("standard_round", [3, 3, 4], 13.0)],
+    [("auto", [3, 2, 4], 32.0), ("floor", [3, 2, 4], 32.0), ("standard_round", [3, 3, 4], 34.0)],
 )
 def test_output_bitwidth_and_ebops_by_hand(strategy, bits, ebops):
     a_in, b_in = keras.Input((3,)), keras.Input((3,))
@@ -100,7 +102,7 @@ def test_output_bitwidth_and_ebops_by_hand(strategy, bits, ebops):
     a = np.array([[1.0, -0.5, 0.25], [0.5, 0.5, 3.0]], "float32")
     b = np.array([[1.5, 0.0, 0.125], [-2.0, 0.25, 0.5]], "float32")
     assert compute_bops(model, [a, b], verbose=False) == ebops
-    assert add.compute_exact_bops() == 0.0  # adders are free
+    assert add.compute_exact_bops() == 21.0
     np.testing.assert_array_equal(add.exact_output_bitwidth(), bits)
     assert add.input_source(0) is sig_a and add.input_source(1) is sig_b
 
@@ -219,7 +221,12 @@ def test_residual_model_trains_calibrates_saves_and_loads(tmp_path, rng):
 
     total = compute_bops(model, [x, y], verbose=False)
     residual = model.get_layer("residual")
-    assert residual.compute_exact_bops() == 0.0
+    # One adder per element where both operands are not constant zero: half their
+    # widths plus a carry (HGQ.logic_costs).
+    bits_a = model.get_layer("a").exact_output_bitwidth().astype(float)
+    bits_b = model.get_layer("b").exact_output_bitwidth().astype(float)
+    adders = float(np.sum(np.where((bits_a > 0) & (bits_b > 0), (bits_a + bits_b) / 2 + 1, 0)))
+    assert residual.compute_exact_bops() == pytest.approx(adders, rel=1e-12)
     np.testing.assert_array_equal(
         join.exact_output_bitwidth(),
         np.concatenate(
@@ -229,9 +236,9 @@ def test_residual_model_trains_calibrates_saves_and_loads(tmp_path, rng):
             ]
         ),
     )
-    # Only the HDense layers multiply; HAdd, PConcatenate, PDropout add nothing.
+    # The HDense layers multiply, HAdd adds; PConcatenate and PDropout cost nothing.
     manual = sum(layer.compute_exact_bops() for layer in model.layers if isinstance(layer, HDense))
-    assert total == manual > 0
+    assert total == pytest.approx(manual + adders, rel=1e-12) and manual > 0
 
     path = tmp_path / "m.keras"
     model.save(path)

@@ -129,8 +129,7 @@ def test_attention_round_trip_parts_and_errors(tmp_path, rng):
     x = rng.normal(size=(32, 6, 5)).astype("float32")
     bops = compute_bops(model, x, verbose=False)
     parts = model.get_layer("mha").parts()
-    # Projections price a fraction of their positions (parallel_factor / positions), so
-    # the parts are not integers and two summation orders may differ in the last ulp.
+    # Summed in another order than the total: equal to the last ulp.
     assert bops == pytest.approx(sum(part.compute_exact_bops() for part in parts), rel=1e-12)
     assert bops > 0
     loaded = reload_and_compare(model, x, tmp_path, bops)

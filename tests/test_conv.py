@@ -173,14 +173,18 @@ def _tiny_conv1d(**conv_kwargs):
 #    ch0 (3+2+1+4)*2 + (2+1+4+0)*3 = 41, ch1 10*1 = 10 -> 51, / 4 = 12.75
 #  valid, stride 2: positions p=0, 2:
 #    ch0 (3+1)*2 + (2+4)*3 = 26, ch1 (3+1)*1 = 4 -> 30, / 2 = 15
+# The default (parallel_factor None) prices every position: the per-inference sums.
 @pytest.mark.parametrize(
     "kwargs, expected",
     [
-        pytest.param({}, 13.0, marks=pytest.mark.smoke),
+        pytest.param({}, 39.0, marks=pytest.mark.smoke),
+        (dict(parallel_factor=1), 13.0),
         (dict(parallel_factor=3), 39.0),
-        (dict(padding="same"), 12.75),
+        (dict(padding="same"), 51.0),
+        (dict(padding="same", parallel_factor=1), 12.75),
         (dict(padding="same", parallel_factor=4), 51.0),
-        (dict(strides=2), 15.0),
+        (dict(strides=2), 30.0),
+        (dict(strides=2, parallel_factor=1), 15.0),
         (dict(strides=2, parallel_factor=2), 30.0),
     ],
 )

@@ -61,8 +61,9 @@ def test_ebops_by_hand_with_parallel_factor():
     # Two particles, two unsigned 3-bit features each (k=0, i=1, f=2): every input is 3 bits.
     # Kernel [[0.75, 0], [0.5, 1.25]] on a 1/4 grid: bit spans 2, 0, 1, 3.
     # One particle: 3*(2+0) + 3*(1+3) = 18; both particles: 36.
-    # parallel_factor 1 prices one kernel instance reused: 36 * 1/2 = 18; 2 prices two: 36.
-    for parallel_factor, expected in ((1, 18.0), (2, 36.0)):
+    # parallel_factor 1 prices one kernel instance reused: 36 * 1/2 = 18; 2 prices two: 36,
+    # as does the default (None: one instance per particle).
+    for parallel_factor, expected in ((1, 18.0), (2, 36.0), (None, 36.0)):
         inp = keras.Input((2, 2))
         dense = HDense(2, use_bias=False, parallel_factor=parallel_factor)
         model = keras.Model(inp, dense(Signature(keep_negative=0, bits=3, int_bits=1)(inp)))
@@ -100,7 +101,7 @@ def test_parallel_factor_round_trips_and_is_checked(tmp_path, rng):
     assert loaded.get_layer("d1").parallel_factor == 4
     assert compute_bops(loaded, rng.normal(size=(32, 4, 3)), verbose=False) > 0
     for bad in (0, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="parallel_factor must be an int >= 1"):
+        with pytest.raises(ValueError, match="parallel_factor must be None .* or an int >= 1"):
             HDense(2, parallel_factor=bad)
     with pytest.raises(ValueError, match="parallel_factor=5 exceeds the 4 position"):
         keras.Sequential([keras.Input((4, 3)), HQuantize(), HDense(2, parallel_factor=5)])

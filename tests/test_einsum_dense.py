@@ -103,9 +103,10 @@ def mixer_layer(parallel_factor):
 
 def test_ebops_by_hand_with_parallel_factor():
     # out[d, c] = sum_b in[b, c] k[b, d]: per feature c, 3*2 + 3*3 = 15; two features: 30.
-    # The kernel is applied at 2 positions (c): parallel_factor 1 prices one instance.
+    # The kernel is applied at 2 positions (c): parallel_factor 1 prices one instance;
+    # the default (None) one per position.
     x = np.array([[[0.25, 1.75], [1.0, 0.0]]], "float32")
-    for parallel_factor, expected in ((1, 15.0), (2, 30.0)):
+    for parallel_factor, expected in ((1, 15.0), (2, 30.0), (None, 30.0)):
         model = mixer_layer(parallel_factor)
         assert compute_bops(model, x, verbose=False) == expected
 

@@ -20,6 +20,7 @@ from HGQ.hls4ml_hook.flat_graph import flat_functional
 from HGQ.hls4ml_hook.handlers import handler_keys, hgq_conversion
 from HGQ.hls4ml_hook.lookup_table import relayout_tables
 from HGQ.layers import HBaseLayer, Signature
+from HGQ.layers.parallelism import layers_with_parallel_factor, price_mismatch
 from HGQ.layers.replacements import check_only_hgq_layers
 
 #: float32 holds every integer up to 2^24: a wider accumulator may not be emulated exactly.
@@ -227,6 +228,29 @@ def _sign_padded_max_pool_inputs(model_hls: ModelGraph) -> None:
             precision.integer += 1
 
 
+def _warn_unpriced_parallelism(model_hls: ModelGraph, model: keras.Model) -> None:
+    """Warn where hls4ml builds other kernel instances than a layer's EBOPs price: a
+    ``ParallelizationFactor`` it changed (it takes only divisors of the positions, or
+    the user's ``hls_config`` overrides the layer's), or a reuse factor above 1."""
+    for layer in layers_with_parallel_factor(model):
+        node = model_hls.graph.get(layer.name)
+        built = node.get_attr("parallelization_factor") if node is not None else None
+        if built is not None:
+            message = price_mismatch(layer, "hls4ml", int(built))
+            if message:
+                warnings.warn(message, stacklevel=4)
+    for node in model_hls.graph.values():
+        reuse = node.get_attr("reuse_factor")
+        if node.get_attr("weight") is not None and reuse is not None and int(reuse) > 1:
+            warnings.warn(
+                f"hls4ml layer '{node.name}' has ReuseFactor={reuse}: it shares each "
+                f"multiplier over {reuse} products, while EBOPs price every product of "
+                "the fully parallel design. Expect fewer LUTs and more latency than the "
+                "EBOPs say.",
+                stacklevel=4,
+            )
+
+
 def _check_quantizers_kept(model_hls: ModelGraph, model: keras.Model) -> None:
     """Every per-element quantizer HGQ emitted must still be a layer of the hls4ml graph."""
     for layer in model.layers:
@@ -354,6 +378,7 @@ def _convert_flat(
             **hls4ml_kwargs,
         )
     _check_quantizers_kept(model_hls, model)
+    _warn_unpriced_parallelism(model_hls, model)
     _widen_quantizer_inputs(model_hls)
     _sign_padded_max_pool_inputs(model_hls)
     relayout_tables(model_hls, model)

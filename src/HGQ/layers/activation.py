@@ -11,11 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
+from keras import ops
 
 from HGQ.hls4ml_hook.formats import union_format
 from HGQ.layers.base import NOT_ELEMENTWISE, HBaseLayer, PLayerBase, not_elementwise_fix
 from HGQ.layers.signature import Signature
 from HGQ.layers.softmax import HSoftmax
+from HGQ.logic_costs import table_cost
 from HGQ.quantizer import is_calibrating
 from HGQ.tabulated import MAX_TABLE_INPUT_BITS, input_table, tabulated
 
@@ -104,6 +107,22 @@ class HActivation(HBaseLayer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def bops_surrogate(self):
+        if not self.uses_lookup_table():
+            return None
+        return ops.sum(table_cost(self.input_bitwidth(), self.output_bitwidth(), ops))
+
+    def compute_exact_bops(self) -> float:
+        """The lookup tables, by ``HGQ.logic_costs`` (0 for ReLU and linear)."""
+        if not self.uses_lookup_table():
+            return 0.0
+        bits_in = self.exact_input_bitwidth().astype(np.float64)
+        bits_out = self.exact_output_bitwidth().astype(np.float64)
+        return float(np.sum(table_cost(bits_in, bits_out, np)))
+
+    def exact_cost_parts(self) -> dict[str, float]:
+        return {"tables": self.compute_exact_bops()}
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -11,6 +11,7 @@ import numpy as np
 from keras import ops
 
 from HGQ.layers.base import HBaseLayer
+from HGQ.logic_costs import reduction_cost
 
 
 def _as_shape_list(input_shape: Any) -> list[tuple[int | None, ...]]:
@@ -79,6 +80,28 @@ class HMergeBase(HBaseLayer):
             )
         return list(inputs)
 
+    def _summed_widths(self, widths: list[Any], xp: Any) -> Any:
+        """EBOPs of adding the inputs element by element (``HGQ.logic_costs``)."""
+        total = sum(widths[1:], widths[0])
+        operands = sum(
+            (xp.where(w > 0, 1.0, 0.0) for w in widths[1:]), xp.where(widths[0] > 0, 1.0, 0.0)
+        )
+        return xp.sum(reduction_cost(total, operands, xp))
+
+    def bops_surrogate(self):
+        if self._input_source_refs is None:  # called on plain arrays: nothing to price
+            return None
+        widths = [self.input_bitwidth(i) for i in range(len(self._input_source_refs))]
+        return self._summed_widths(widths, ops)
+
+    def compute_exact_bops(self) -> float:
+        refs = self._input_source_refs
+        widths = [self.exact_input_bitwidth(i).astype(np.float64) for i in range(len(refs))]
+        return float(self._summed_widths(widths, np))
+
+    def exact_cost_parts(self) -> dict[str, float]:
+        return {"adders": self.compute_exact_bops()}
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.pop("kernel_quantizer_config", None)
@@ -94,10 +117,9 @@ class HAdd(HMergeBase):
     with every residual connection; quantizing the sum lets the output bitwidths be
     learned (and penalised) like any other activation.
 
-    Cost: adders are free in the EBOPs model (only multiplications count), so this
-    layer's EBOPs are 0; it still exposes its output bitwidth map for the layers it
-    feeds. Ask for ``rnd_strategy='standard_round'`` to round half up instead of
-    truncating.
+    Cost: the adders, priced by ``HGQ.logic_costs`` on the input widths of each
+    element (the original HGQ counted 0). Ask for ``rnd_strategy='standard_round'`` to
+    round half up instead of truncating.
     """
 
     def forward(self, inputs, training=None):
@@ -110,7 +132,8 @@ class HAdd(HMergeBase):
 
 @keras.saving.register_keras_serializable(package="HGQ")
 class HSubtract(HMergeBase):
-    """``keras.layers.Subtract`` for HGQ: ``a - b``, quantized per element; 0 EBOPs."""
+    """``keras.layers.Subtract`` for HGQ: ``a - b``, quantized per element; its
+    subtractors cost as ``HAdd``'s adders."""
 
     max_inputs = 2
 
@@ -143,6 +166,9 @@ class HMultiply(HMergeBase):
         refs = self._input_source_refs
         widths = [self.exact_input_bitwidth(i).astype(np.float64) for i in range(len(refs))]
         return float(_chained_product_bops(widths, np))
+
+    def exact_cost_parts(self) -> dict[str, float]:
+        return {"products": self.compute_exact_bops()}
 
 
 def _chained_product_bops(widths: list[Any], xp: Any) -> Any:

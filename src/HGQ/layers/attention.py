@@ -22,6 +22,7 @@ from HGQ.layers._lineage import remember
 from HGQ.layers.base import QLayerBase
 from HGQ.layers.einsum import HEinsum
 from HGQ.layers.einsum_dense import HEinsumDense
+from HGQ.layers.parallelism import LEGACY_PARALLEL_FACTOR, check_parallel_factor
 from HGQ.layers.softmax import HSoftmax
 
 
@@ -33,8 +34,11 @@ class HMultiHeadAttention(QLayerBase):
     ``key_dim``), ``output_shape`` (default the query's last dimension), ``use_bias``.
     ``bops_reg_factor``, ``kernel_quantizer_config`` and
     ``pre_activation_quantizer_config`` go to every projection and product;
-    ``softmax_config`` (a dict of HSoftmax keywords) to the softmax. The EBOPs are
-    those of the parts (each an HGQ layer of its own inside this one).
+    ``softmax_config`` (a dict of HSoftmax keywords) to the softmax;
+    ``parallel_factor`` to the four projections (None, the default: one kernel instance
+    per sequence position, as the firmware builds them). The EBOPs are those of the
+    parts (each an HGQ layer of its own inside this one). A configuration saved before
+    ``parallel_factor`` existed loads with 1, the projections' old default.
     """
 
     def __init__(
@@ -47,9 +51,24 @@ class HMultiHeadAttention(QLayerBase):
         kernel_quantizer_config: dict[str, Any] | None = None,
         pre_activation_quantizer_config: dict[str, Any] | None = None,
         softmax_config: dict[str, Any] | None = None,
+        parallel_factor: int | None = None,
         **kwargs,
     ):
+        """Args:
+        num_heads: Attention heads.
+        key_dim: Size of each head's queries and keys.
+        value_dim: Size of each head's values (default ``key_dim``).
+        output_shape: Output features (default the query's last dimension).
+        use_bias: Whether the projections add biases.
+        kernel_quantizer_config: Kernel quantizer settings of the projections.
+        pre_activation_quantizer_config: Output quantizer settings of every part.
+        softmax_config: HSoftmax keywords for the attention weights.
+        parallel_factor: Kernel instances of each projection: None (the default) one
+            per sequence position, an int that many, reused.
+        """
+        parallel_factor = check_parallel_factor(parallel_factor, type(self).__name__)
         super().__init__(**kwargs)
+        self.parallel_factor = parallel_factor
         self.num_heads = int(num_heads)
         self.key_dim = int(key_dim)
         self.value_dim = int(value_dim) if value_dim is not None else self.key_dim
@@ -101,7 +120,11 @@ class HMultiHeadAttention(QLayerBase):
 
         def projection(name: str, length: int, dim: int) -> HEinsumDense:
             return HEinsumDense(
-                "abc,cde->abde", (length, h, dim), bias_axes=bias, **self._part_kwargs(name)
+                "abc,cde->abde",
+                (length, h, dim),
+                bias_axes=bias,
+                parallel_factor=self.parallel_factor,
+                **self._part_kwargs(name),
             )
 
         self.query_dense = projection("query", t, dk)
@@ -116,6 +139,7 @@ class HMultiHeadAttention(QLayerBase):
             "abcd,cde->abe",
             (t, out),
             bias_axes="e" if self.use_bias else None,
+            parallel_factor=self.parallel_factor,
             **self._part_kwargs("attention_output"),
         )
         batch = query_shape[0]
@@ -192,5 +216,13 @@ class HMultiHeadAttention(QLayerBase):
             kernel_quantizer_config=self.kernel_quantizer_config,
             pre_activation_quantizer_config=self.pre_activation_quantizer_config,
             softmax_config=self.softmax_config,
+            parallel_factor=self.parallel_factor,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> HMultiHeadAttention:
+        """A configuration without ``parallel_factor`` predates it: the old default."""
+        config = dict(config)
+        config.setdefault("parallel_factor", LEGACY_PARALLEL_FACTOR)
+        return super().from_config(config)

@@ -230,8 +230,13 @@ class QLayerBase(keras.layers.Layer):
         raise NotImplementedError
 
     def compute_exact_bops(self) -> float:
-        """Exact EBOPs of this layer after calibration. Layers that do not multiply cost 0."""
+        """Exact EBOPs of this layer after calibration (0 for layers without logic)."""
         return 0.0
+
+    def exact_cost_parts(self) -> dict[str, float]:
+        """``compute_exact_bops()`` by kind: ``products`` (the original HGQ's EBOPs),
+        ``adders``, ``comparisons``, ``tables`` (``HGQ.logic_costs``)."""
+        return {"products": self.compute_exact_bops()}
 
     def freeze(self, cover_factor: float = 1.0) -> None:
         """Fix integer bits from the recorded ranges, scaled by ``cover_factor`` (called
@@ -560,7 +565,12 @@ class HKernelLayer(HBaseLayer):
 
 
 class PLayerBase(QLayerBase):
-    """Base of passive layers: no quantizer, no multiplication, zero EBOPs.
+    """Base of passive layers: no quantizer, no multiplication.
+
+    Most move values and cost nothing; a child whose logic costs LUTs (the pools)
+    implements ``bops_surrogate`` and ``compute_exact_bops`` and calls
+    ``add_cost_to_loss`` in training, which penalises that cost with the β of the
+    nearest HGQ layer before it (a passive layer has no β of its own).
 
     A child implements ``call`` and ``transform_bitwidth(bw)``, which maps its input's
     per-element bitwidth map (a tensor or numpy array without batch axis) to its
@@ -569,6 +579,27 @@ class PLayerBase(QLayerBase):
 
     def transform_bitwidth(self, bitwidth):
         raise NotImplementedError
+
+    def bops_surrogate(self):
+        """Differentiable EBOPs of this layer's own logic; None when it has none."""
+        return None
+
+    def upstream_bops_reg_factor(self) -> Any:
+        """The β variable of the nearest HGQ layer feeding this one through passive
+        layers, or None (no such layer, e.g. attention feeding it directly)."""
+        source = self
+        while isinstance(source, PLayerBase):
+            if source._input_source_refs is None:  # called on plain arrays
+                return None
+            source = source.input_source()
+        return getattr(source, "bops_reg_factor_variable", None)
+
+    def add_cost_to_loss(self) -> None:
+        """Add ``β * bops_surrogate()`` to the training loss (see the class)."""
+        beta = self.upstream_bops_reg_factor()
+        bops = self.bops_surrogate() if beta is not None else None
+        if bops is not None:
+            self.add_loss(beta * bops)
 
     def output_bitwidth(self):
         return self.transform_bitwidth(self.input_bitwidth())

@@ -22,6 +22,7 @@ from keras import ops
 from HGQ.fixed_point import bit_span
 from HGQ.full_precision import full_precision
 from HGQ.layers.base import HKernelLayer
+from HGQ.layers.parallelism import ParallelFactorMixin
 
 
 def _as_tuple(value: Any, rank: int, name: str, layer_kind: str) -> tuple[int, ...]:
@@ -96,14 +97,15 @@ def correlated_bitwidth_sum(
     return total
 
 
-class HConvBase(HKernelLayer):
+class HConvBase(ParallelFactorMixin, HKernelLayer):
     """Shared code of ``HConv1D`` and ``HConv2D`` (``rank`` spatial axes, channels last).
 
     EBOPs: every multiplication of one inference costs ``bw_in * bw_kernel`` (the
     correlation of the input bitwidth map with the kernel's, zero padded), scaled by
-    ``parallel_factor / output_positions``: the default 1 prices one kernel instance
-    reused over all positions, ``parallel_factor = output_positions`` a fully unrolled
-    convolution.
+    ``parallel_factor / positions`` (the output positions): the default (None) prices one kernel
+    instance per output position, the fully unrolled convolution that ``HGQ.rtl`` and
+    hls4ml ``io_parallel`` build; an int prices that many instances, reused over the
+    positions (hls4ml's ``ParallelizationFactor``; see ``HGQ.layers.parallelism``).
     """
 
     rank: ClassVar[int] = 0
@@ -119,10 +121,24 @@ class HConvBase(HKernelLayer):
         groups: int = 1,
         activation: Any = None,
         use_bias: bool = True,
-        parallel_factor: int = 1,
+        parallel_factor: int | None = None,
         **kwargs,
     ):
-        """``kernel_initializer`` and the other Conv keywords go to ``HKernelLayer``."""
+        """``kernel_initializer`` and the other Conv keywords go to ``HKernelLayer``.
+
+        Args:
+            filters: Output channels.
+            kernel_size: The window, an int or one per spatial axis.
+            strides: The step, an int or one per spatial axis.
+            padding: ``'valid'`` or ``'same'``.
+            data_format: ``'channels_last'`` only.
+            dilation_rate: 1 only (hls4ml converts undilated convolutions).
+            groups: 1 only.
+            activation: None, ``'linear'`` or ``'relu'``.
+            use_bias: Whether to add a bias.
+            parallel_factor: Kernel instances the firmware builds: None (the default)
+                one per output position, an int that many, reused over the positions.
+        """
         kind = type(self).__name__
         # Validate before Layer.__init__ so a bad call leaves nothing half-built.
         resolved_format = data_format or keras.config.image_data_format()
@@ -149,10 +165,7 @@ class HConvBase(HKernelLayer):
                 f"{kind} supports only groups=1 (got {groups!r}): grouped convolutions are "
                 "not implemented. Split the channels into separate HGQ convolutions instead."
             )
-        if isinstance(parallel_factor, bool) or int(parallel_factor) != parallel_factor:
-            raise ValueError(f"{kind}: parallel_factor must be an int, got {parallel_factor!r}.")
-        if int(parallel_factor) < 1:
-            raise ValueError(f"{kind}: parallel_factor must be >= 1, got {parallel_factor!r}.")
+        self.init_parallel_factor(parallel_factor)
         filters_int = int(filters)
         if filters_int < 1:
             raise ValueError(f"{kind}: filters must be a positive int, got {filters!r}.")
@@ -175,7 +188,6 @@ class HConvBase(HKernelLayer):
         self.data_format = "channels_last"
         self.dilation_rate = dilation_tuple  # Keras's keyword; always ones here
         self.groups = 1
-        self.parallel_factor = int(parallel_factor)
 
     # ------------------------------------------------------------------ shape
     def compute_output_shape(self, input_shape):
@@ -206,13 +218,7 @@ class HConvBase(HKernelLayer):
                 f"{kind} '{self.name}': input shape {input_shape} is too small for "
                 f"kernel_size={self.kernel_size} with padding='valid'."
             )
-        self.output_positions = int(math.prod(output_shape[1:-1]))
-        if self.parallel_factor > self.output_positions:
-            raise ValueError(
-                f"{kind} '{self.name}': parallel_factor={self.parallel_factor} exceeds the "
-                f"{self.output_positions} output positions (that number means fully "
-                "unrolled); use a value between 1 and it."
-            )
+        self.set_positions(math.prod(output_shape[1:-1]), f" (output shape {output_shape})")
         self.build_kernel((*self.kernel_size, int(input_shape[-1]), self.filters))
         super().build(input_shape)
 
@@ -241,14 +247,14 @@ class HConvBase(HKernelLayer):
         input_bits = ops.convert_to_tensor(self.input_bitwidth())
         input_bits = ops.cast(input_bits, kernel_bits.dtype)
         per_inference = ops.sum(self.convolve(input_bits[None], kernel_bits))
-        return per_inference * (self.parallel_factor / self.output_positions)
+        return per_inference * self.bops_scale
 
     def compute_exact_bops(self) -> float:
         kernel = self.deployed_kernel()
         kernel_bits = bit_span(kernel, self.kernel_quantizer.rounded_fractional_bits())
         input_bits = self.exact_input_bitwidth()
         total = correlated_bitwidth_sum(input_bits, kernel_bits, self.strides, self.padding)
-        return float(total * self.parallel_factor / self.output_positions)
+        return float(total * self.bops_scale)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -260,7 +266,7 @@ class HConvBase(HKernelLayer):
             data_format=self.data_format,
             dilation_rate=list(self.dilation_rate),
             groups=self.groups,
-            parallel_factor=self.parallel_factor,
+            parallel_factor=self.parallel_factor_config,
         )
         return config
 

@@ -11,6 +11,7 @@ from keras import ops
 from HGQ.fixed_point import bit_span
 from HGQ.full_precision import full_precision
 from HGQ.layers.base import HKernelLayer
+from HGQ.layers.parallelism import ParallelFactorMixin
 
 
 def dense_bops(input_bits, kernel_bits):
@@ -23,27 +24,18 @@ def dense_bops(input_bits, kernel_bits):
     return ops.sum(per_input * ops.sum(kernel_bits, axis=1))
 
 
-def check_parallel_factor(value: Any, owner: str) -> int:
-    """``parallel_factor`` as an int >= 1, or a ValueError naming ``owner``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(
-            f"{owner}: parallel_factor must be an int >= 1 (how many positions get their "
-            f"own multipliers), got {value!r}."
-        )
-    return int(value)
-
-
 @keras.saving.register_keras_serializable(package="HGQ")
-class HDense(HKernelLayer):
+class HDense(ParallelFactorMixin, HKernelLayer):
     """``keras.layers.Dense`` with heterogeneous quantization of kernel and output.
 
     On inputs of any rank it acts on the last axis with one kernel for every position
     (every particle of a ``(particles, features)`` input, as in Deep Sets), like
     Keras's Dense. EBOPs: ``sum_ij bw_in[p, i] * bw_kernel[i, j]`` summed over the
-    positions ``p`` and scaled by ``parallel_factor / positions``: the default 1 prices
-    one kernel instance reused for every position, ``parallel_factor = positions`` one
-    per position (fully parallel), as for convolutions. The bias is rounded onto the
-    output's fractional grid so it costs nothing and rounding stays exact.
+    positions ``p`` and scaled by ``parallel_factor / positions``: the default (None)
+    prices one kernel instance per position, as the fully parallel firmware builds it;
+    an int prices that many instances reused over the positions (hls4ml's
+    ``ParallelizationFactor``; see ``HGQ.layers.parallelism``). The bias is rounded onto
+    the output's fractional grid so it costs nothing and rounding stays exact.
     """
 
     def __init__(
@@ -51,31 +43,28 @@ class HDense(HKernelLayer):
         units: int,
         activation: Any = None,
         use_bias: bool = True,
-        parallel_factor: int = 1,
+        parallel_factor: int | None = None,
         **kwargs,
     ):
-        """``kernel_initializer`` and the other Dense keywords go to ``HKernelLayer``."""
-        parallel_factor = check_parallel_factor(parallel_factor, type(self).__name__)
+        """``kernel_initializer`` and the other Dense keywords go to ``HKernelLayer``.
+
+        Args:
+            units: Output features.
+            activation: None, ``'linear'`` or ``'relu'`` (others: ``HActivation``).
+            use_bias: Whether to add a bias.
+            parallel_factor: Kernel instances the firmware builds on an input with
+                position axes: None (the default) one per position, an int that many,
+                reused over the positions.
+        """
+        self.init_parallel_factor(parallel_factor)
         super().__init__(activation=activation, use_bias=use_bias, **kwargs)
         self.units = int(units)
-        self.parallel_factor = parallel_factor
-        self.positions = 1
 
     def build(self, input_shape) -> None:
-        self.positions = int(np.prod([int(d) for d in input_shape[1:-1]], dtype=np.int64))
-        if self.parallel_factor > self.positions:
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}': parallel_factor={self.parallel_factor} "
-                f"exceeds the {self.positions} position(s) its kernel is applied to (input "
-                f"shape {tuple(input_shape)}); use a value between 1 and {self.positions}."
-            )
+        positions = int(np.prod([int(d) for d in input_shape[1:-1]], dtype=np.int64))
+        self.set_positions(positions, f" (input shape {tuple(input_shape)})")
         self.build_kernel((int(input_shape[-1]), self.units))
         super().build(input_shape)
-
-    @property
-    def bops_scale(self) -> float:
-        """Kernel instances over positions: the share of the summed EBOPs deployed."""
-        return self.parallel_factor / self.positions
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
@@ -99,5 +88,5 @@ class HDense(HKernelLayer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["units"] = self.units
-        config["parallel_factor"] = self.parallel_factor
+        config["parallel_factor"] = self.parallel_factor_config
         return config

@@ -19,8 +19,8 @@ from keras.src.layers.core.einsum_dense import _analyze_einsum_string
 from HGQ.fixed_point import bit_span, pow2, round_half_up, round_to_grid_host
 from HGQ.full_precision import full_precision
 from HGQ.layers.base import HKernelLayer
-from HGQ.layers.dense import check_parallel_factor
 from HGQ.layers.einsum import check_no_direct_sum, split_equation
+from HGQ.layers.parallelism import ParallelFactorMixin
 
 
 def without_batch(equation: str) -> str:
@@ -47,11 +47,13 @@ def output_shape_of(equation: str, input_shape, kernel_shape) -> tuple[int | Non
 
 
 @keras.saving.register_keras_serializable(package="HGQ")
-class HEinsumDense(HKernelLayer):
+class HEinsumDense(ParallelFactorMixin, HKernelLayer):
     """``keras.layers.EinsumDense`` with heterogeneous quantization of kernel and output.
 
     Arguments as Keras's (``equation``, ``output_shape``, ``activation`` linear or relu,
-    ``bias_axes``) plus ``parallel_factor``. The bias is broadcast to the output and
+    ``bias_axes``) plus ``parallel_factor`` (kernel instances over the positions only
+    the input has: None, the default, one per position; see ``HGQ.layers.parallelism``).
+    The bias is broadcast to the output and
     each element rounded onto its own output grid, so it costs nothing and rounding
     stays exact; hls4ml's EinsumDense holds one bias per output element anyway.
     """
@@ -62,12 +64,22 @@ class HEinsumDense(HKernelLayer):
         output_shape: int | tuple[int | None, ...],
         activation: Any = None,
         bias_axes: str | None = None,
-        parallel_factor: int = 1,
+        parallel_factor: int | None = None,
         **kwargs,
     ):
-        """``kernel_initializer`` and the other keywords go to ``HKernelLayer``."""
+        """``kernel_initializer`` and the other keywords go to ``HKernelLayer``.
+
+        Args:
+            equation: Keras's einsum equation, input then kernel, e.g. ``'bpc,pq->bqc'``.
+            output_shape: The output's shape without the batch axis (None: inferred).
+            activation: None, ``'linear'`` or ``'relu'``.
+            bias_axes: Output letters the bias spans, or None for no bias.
+            parallel_factor: Kernel instances the firmware builds over the positions
+                only the input has: None (the default) one per position, an int that
+                many, reused.
+        """
         kwargs.pop("use_bias", None)  # given by bias_axes (get_config writes both)
-        parallel_factor = check_parallel_factor(parallel_factor, type(self).__name__)
+        self.init_parallel_factor(parallel_factor)
         super().__init__(activation=activation, use_bias=bias_axes is not None, **kwargs)
         check_no_direct_sum(f"HEinsumDense '{self.name}'", equation, ("input", "kernel"))
         self.equation = equation
@@ -75,8 +87,6 @@ class HEinsumDense(HKernelLayer):
             output_shape = (int(output_shape),)
         self.partial_output_shape = tuple(None if d is None else int(d) for d in output_shape)
         self.bias_axes = bias_axes
-        self.parallel_factor = parallel_factor
-        self.positions = 1
 
     def _shapes(self, input_shape) -> tuple:
         """Keras's kernel and bias shapes and fan axes, with the output shape from
@@ -99,14 +109,10 @@ class HEinsumDense(HKernelLayer):
         free_of_kernel = set(kernel) - set(data)
         for letter in free_of_kernel:  # axes only the kernel has
             multiplied //= int(kernel_shape[kernel.index(letter)])
-        self.positions = int(np.prod(self.input_element_shape, dtype=np.int64)) // multiplied
-        if self.parallel_factor > self.positions:
-            raise ValueError(
-                f"HEinsumDense '{self.name}': parallel_factor={self.parallel_factor} exceeds "
-                f"the {self.positions} position(s) its kernel is applied to ({self.equation!r} "
-                f"on input shape {tuple(input_shape)}); use a value between 1 and "
-                f"{self.positions}."
-            )
+        self.set_positions(
+            int(np.prod(self.input_element_shape, dtype=np.int64)) // multiplied,
+            f" ({self.equation!r} on input shape {tuple(input_shape)})",
+        )
         initializer = self.kernel_initializer
         if isinstance(initializer, keras.initializers.VarianceScaling):
             config = initializer.get_config()
@@ -118,11 +124,6 @@ class HEinsumDense(HKernelLayer):
         self.build_kernel(tuple(kernel_shape), tuple(bias_shape) if bias_shape else None)
         self.kernel_initializer = initializer
         super().build(input_shape)
-
-    @property
-    def bops_scale(self) -> float:
-        """Kernel instances over positions: the share of the summed EBOPs deployed."""
-        return self.parallel_factor / self.positions
 
     def forward(self, inputs, training=None):
         kernel = self.quantized_kernel(training)
@@ -173,6 +174,6 @@ class HEinsumDense(HKernelLayer):
             equation=self.equation,
             output_shape=self.partial_output_shape,
             bias_axes=self.bias_axes,
-            parallel_factor=self.parallel_factor,
+            parallel_factor=self.parallel_factor_config,
         )
         return config

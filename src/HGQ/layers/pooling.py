@@ -1,8 +1,10 @@
 """Passive pooling layers: max and average pooling, 1D and 2D, channels_last.
 
-Pooling does not multiply, so it costs no EBOPs; what it must get right is the
-bitwidth map it hands to the next layer, and (for the average) that the Keras
-result is exactly what fixed-point hardware computes.
+Pooling multiplies nothing, but its adders (average) and comparisons (max) take LUTs:
+they are priced by ``HGQ.logic_costs`` on the window's input bitwidths, and added to
+the training loss with the β of the HGQ layer that feeds the pool. What pooling must
+also get right is the bitwidth map it hands to the next layer, and (for the average)
+that the Keras result is exactly what fixed-point hardware computes.
 
 - Max pooling outputs one of the window's inputs, so its output bitwidth is the
   max of the window's input bitwidths (the EBOPs convention; the deployed type
@@ -28,6 +30,7 @@ import numpy as np
 from keras import ops
 
 from HGQ.layers.base import PLayerBase
+from HGQ.logic_costs import COMPARISON_WEIGHT, reduction_cost
 
 _PADDINGS = ("valid", "same")
 
@@ -136,8 +139,47 @@ class _PPoolBase(PLayerBase):
             data_format="channels_last",
         )
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        if training:
+            self.add_cost_to_loss()
         return self._pool(inputs)
+
+    def _window_sums(self, bitwidth):
+        """Per output element (no batch axis): the sum of the input widths in its
+        window and the number of inputs that are not constant zero (0 bits)."""
+        bw = ops.cast(ops.convert_to_tensor(bitwidth), keras.backend.floatx())
+        ones = ops.ones((*self.pool_size, int(bw.shape[-1]), 1), dtype=bw.dtype)
+        sums = [
+            ops.depthwise_conv(
+                ops.expand_dims(a, 0),
+                ones,
+                strides=self.strides,
+                padding=self.padding,
+                data_format="channels_last",
+            )[0]
+            for a in (bw, ops.cast(bw > 0, bw.dtype))
+        ]
+        return sums[0], sums[1]
+
+    def logic_cost(self, bitwidth, xp):
+        """EBOPs of the window sums (average) or comparisons (max) on ``bitwidth``."""
+        total, operands = self._window_sums(bitwidth)
+        if xp is np:  # the window sums are small integers: exact in float32
+            total, operands = (
+                np.asarray(ops.convert_to_numpy(a), np.float64) for a in (total, operands)
+            )
+        weight = COMPARISON_WEIGHT if self.kind == "max" else 1.0
+        return weight * xp.sum(reduction_cost(total, operands, xp))
+
+    def bops_surrogate(self):
+        return self.logic_cost(self.input_bitwidth(), ops)
+
+    def compute_exact_bops(self) -> float:
+        return float(self.logic_cost(self.exact_input_bitwidth(), np))
+
+    def exact_cost_parts(self) -> dict[str, float]:
+        kind = "comparisons" if self.kind == "max" else "adders"
+        return {kind: self.compute_exact_bops()}
 
     def _window_max(self, bitwidth):
         """Max of ``bitwidth`` (no batch axis) over every pooling window.
@@ -313,7 +355,9 @@ class _PGlobalPoolBase(_PPoolBase):
             return x
         return ops.reshape(x, (-1, x.shape[-1]) if batch else (x.shape[-1],))
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        if training:
+            self.add_cost_to_loss()
         return self._drop_spatial(self._pool(inputs), batch=True)
 
     def transform_bitwidth(self, bitwidth):

@@ -32,6 +32,7 @@ from HGQ.config import check_config_mapping, merged_config
 from HGQ.fixed_point import pow2
 from HGQ.hls4ml_hook.formats import union_format
 from HGQ.layers.base import HBaseLayer
+from HGQ.logic_costs import COMPARISON_WEIGHT, reduction_cost, table_cost
 from HGQ.quantizer import (
     HGQuantizer,
     deserialize_quantizer_config,
@@ -220,15 +221,52 @@ class HSoftmax(HBaseLayer):
         r = self.inv_quantizer(r, training=training)
         return e * r
 
+    def cost_parts(self, bits_x, bits_e, bits_r, xp) -> dict[str, Any]:
+        """EBOPs of each step on the widths of the input, ``e`` and ``r`` (rows last):
+        the products ``e * r`` (the original HGQ's count) and, by ``HGQ.logic_costs``,
+        the row maximum's comparisons, the adders (``x - max`` and the row sum) and the
+        two tables (exponential per element, reciprocal per row)."""
+        nonzero = lambda bits: xp.where(bits > 0, 1.0, 0.0)  # noqa: E731
+
+        def row_reduction(bits):
+            total, operands = xp.sum(bits, axis=-1), xp.sum(nonzero(bits), axis=-1)
+            return xp.sum(reduction_cost(total, operands, xp))
+
+        row_max = xp.max(bits_x, axis=-1, keepdims=True)
+        sum_bits = xp.max(bits_e, axis=-1, keepdims=True) + math.ceil(math.log2(self.row_length))
+        return {
+            "products": xp.sum(bits_e * bits_r),
+            "comparisons": COMPARISON_WEIGHT * row_reduction(bits_x),
+            "adders": row_reduction(bits_e)
+            + xp.sum(reduction_cost(bits_x + row_max, nonzero(bits_x) + 1.0, xp)),
+            "tables": xp.sum(table_cost(bits_x + 1.0, bits_e, xp))
+            + xp.sum(table_cost(sum_bits, bits_r, xp)),
+        }
+
     def bops_surrogate(self):
-        bits_e = self.exp_quantizer.surrogate_bitwidth()
-        bits_r = self.inv_quantizer.surrogate_bitwidth()
-        return ops.sum(bits_e * bits_r)
+        shape = tuple(self.exp_quantizer.element_shape)
+        bits_x = ops.broadcast_to(self.input_bitwidth(), shape)
+        parts = self.cost_parts(
+            bits_x,
+            self.exp_quantizer.surrogate_bitwidth(),
+            self.inv_quantizer.surrogate_bitwidth(),
+            ops,
+        )
+        return sum(parts.values())
+
+    def exact_cost_parts(self) -> dict[str, float]:
+        shape = tuple(self.exp_quantizer.element_shape)
+        bits_x = np.broadcast_to(self.exact_input_bitwidth(), shape).astype(np.float64)
+        parts = self.cost_parts(
+            bits_x,
+            self.exp_quantizer.exact_bitwidth().astype(np.float64),
+            self.inv_quantizer.exact_bitwidth().astype(np.float64),
+            np,
+        )
+        return {name: float(value) for name, value in parts.items()}
 
     def compute_exact_bops(self) -> float:
-        bits_e = self.exp_quantizer.exact_bitwidth().astype(np.float64)
-        bits_r = self.inv_quantizer.exact_bitwidth().astype(np.float64)
-        return float(np.sum(bits_e * bits_r))
+        return sum(self.exact_cost_parts().values())
 
     def freeze(self, cover_factor: float = 1.0) -> None:
         """Fix the formats: the ranges are known, so ``cover_factor`` does not apply."""

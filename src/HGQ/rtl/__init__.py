@@ -40,11 +40,17 @@ def convert_to_rtl(
     ``delay_constraint`` is da4ml's bound on the adder-tree depth of each constant
     matrix product (smaller: faster, more LUTs). ``part`` and ``clock_period`` (ns)
     go into the written Vivado/Quartus scripts and constraints. Layers da4ml cannot
-    express are refused with their name; the model is not changed.
+    express are refused with their name; the model is not changed. The circuit is
+    fully parallel: a layer priced for fewer kernel instances (an int
+    ``parallel_factor`` below its positions) is converted with a warning that names it
+    and the LUT multiple to expect.
     """
+    import warnings
+
     import numpy as np
     from da4ml.trace import FixedVariableArray, HWConfig, comb_trace
 
+    from HGQ.layers.parallelism import layers_with_parallel_factor, price_mismatch
     from HGQ.rtl.project import RTLProject
     from HGQ.rtl.tracing import trace_model
 
@@ -56,6 +62,10 @@ def convert_to_rtl(
     if not name.isidentifier():
         raise ValueError(f"name must be a Verilog identifier (letters, digits, _), got {name!r}.")
     traced = trace_model(model, HWConfig(1, -1, -1), {"hard_dc": int(delay_constraint)})
+    for layer in layers_with_parallel_factor(model):
+        message = price_mismatch(layer, "the RTL circuit (fully parallel)", layer.positions)
+        if message:
+            warnings.warn(message, stacklevel=2)
     inputs = [v for x in traced.inputs for v in x._vars.ravel()]
     outputs = [v for y in traced.outputs for v in y._vars.ravel()]
     comb = comb_trace(inputs, outputs)
