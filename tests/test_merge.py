@@ -43,10 +43,11 @@ def test_multiply_ebops_by_hand(widths, expected, rng):
     assert compute_bops(model, grid_data(rng, 64, widths), verbose=False) == expected
 
 
-def test_subtract_costs_nothing_and_takes_two_inputs(rng):
+def test_subtract_prices_its_adders_and_takes_two_inputs(rng):
     inputs, sigs = signature_pair()
     model = keras.Model(inputs, HSubtract(name="sub")(sigs))
-    assert compute_bops(model, grid_data(rng, 64, (3, 4)), verbose=False) == 0
+    # One 2-operand adder per element: 1/2 * (3 + 4) bits + 1 carry = 4.5, three elements.
+    assert compute_bops(model, grid_data(rng, 64, (3, 4)), verbose=False) == 13.5
     a, b, c = (keras.Input((3,)) for _ in range(3))
     with pytest.raises(ValueError, match="exactly two inputs, got 3"):
         HSubtract()([HQuantize()(a), HQuantize()(b), HQuantize()(c)])

@@ -321,25 +321,29 @@ def dense_after(inputs, outputs_of, kernel):
 
 def test_dense_ebops_through_maxpool_and_flatten_by_hand(rng):
     # bits [[1,2,3,4],[8,7,6,5]] -> PMaxPool2D((1,2)) -> [[2,4],[8,6]] -> flatten [2,4,8,6]
-    # EBOPs = 2*(1+2) + 4*(0+1) + 8*(3+2) + 6*(2+0) = 6 + 4 + 40 + 12 = 62
+    # Dense EBOPs = 2*(1+2) + 4*(0+1) + 8*(3+2) + 6*(2+0) = 6 + 4 + 40 + 12 = 62
+    # The pool's comparisons, one per window of 2: (1/2 * sum + 1 carry) * 1.5 =
+    # 1.5 * (2.5 + 4.5 + 8.5 + 6.5) = 33; the model's total 95.
     inp = keras.Input((2, 4, 1))
     pooled = PFlatten()(PMaxPool2D((1, 2))(signature(BITS_2x4x1)(inp)))
     kernel = [[1.0, 0.75], [0.0, 0.5], [0.625, 1.5], [0.1875, 0.0]]
     model, dense = dense_after(inp, pooled, kernel)
     x = rng.uniform(0, 1, size=(16, 2, 4, 1)).astype("float32")
-    assert compute_bops(model, x, verbose=False) == 62.0
+    assert compute_bops(model, x, verbose=False) == 95.0
     assert dense.compute_exact_bops() == 62.0
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(dense.input_bitwidth()), [2, 4, 8, 6])
 
 
 def test_dense_ebops_through_avgpool_by_hand(rng):
     # bits [3,5,2,4] -> PAvgPool1D(2) -> [5+1, 4+1] = [6, 5] -> flatten
-    # EBOPs = 6*2 (0.75) + 5*3 (0.625) = 27
+    # Dense EBOPs = 6*2 (0.75) + 5*3 (0.625) = 27; the pool's adders, one per window
+    # of 2: 1/2 * (3+5) + 1 = 5 and 1/2 * (2+4) + 1 = 4; the model's total 36.
     inp = keras.Input((4, 1))
     pooled = PFlatten()(PAvgPool1D(2)(signature(BITS_4x1)(inp)))
     model, dense = dense_after(inp, pooled, [[0.75], [0.625]])
     x = rng.uniform(0, 1, size=(16, 4, 1)).astype("float32")
-    assert compute_bops(model, x, verbose=False) == 27.0
+    assert compute_bops(model, x, verbose=False) == 36.0
+    assert dense.compute_exact_bops() == 27.0
 
 
 def test_dense_ebops_through_concatenate_by_hand(rng):

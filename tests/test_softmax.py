@@ -7,6 +7,7 @@ is checked against a bound derived from the formats, and the conversion against
 hls4ml's C simulation on every output, inside and far outside the calibrated range.
 """
 
+import math
 from fractions import Fraction
 
 import hls_support as hs
@@ -108,14 +109,31 @@ def test_error_against_a_float_softmax_is_within_the_format_bound(f, rng):
 
 
 def test_ebops_by_hand():
-    # One row of three elements: e has 1 integer bit and f_e = 2, 3, 4 fractional bits
-    # (widths 3, 4, 5); r has f_r = 5 (width 6): (3 + 4 + 5) * 6 = 72.
+    # One row of three elements x of 6 bits; e has 1 integer bit and f_e = 2, 3, 4
+    # fractional bits (widths 3, 4, 5); r has f_r = 5 (width 6).
+    # products e * r (the original HGQ's count): (3 + 4 + 5) * 6 = 72
+    # comparisons, row max of three 6-bit x: 1.5 * (2/3 * 18 + 2 log2 3)
+    # adders: row sum of e, 2/3 * 12 + 2 log2 3; x - max per element, 1/2 * 12 + 1 = 7
+    # tables: exp from 7 bits (x - max) to w_e: (3 + 4 + 5) * 2^(7-6) = 24;
+    #         reciprocal from 5 + ceil(log2 3) = 7 bits to 6 bits: 6 * 2 = 12
     inp = keras.Input((3,))
     layer = HSoftmax()
     model = keras.Model(inp, layer(Signature(keep_negative=1, bits=6, int_bits=2)(inp)))
     layer.exp_quantizer.fractional_bits.assign(np.array([[2, 3, 4]], "float32"))
     layer.inv_quantizer.fractional_bits.assign(np.array([[5]], "float32"))
-    assert compute_bops(model, np.zeros((4, 3), "float32"), verbose=False) == 72.0
+    total = compute_bops(model, np.zeros((4, 3), "float32"), verbose=False)
+    log3 = math.log2(3)
+    want = {
+        "products": 72.0,
+        "comparisons": 1.5 * (12 + 2 * log3),
+        "adders": 8 + 2 * log3 + 3 * 7.0,
+        "tables": 24.0 + 12.0,
+    }
+    parts = layer.exact_cost_parts()
+    assert parts.keys() == want.keys()
+    for name, value in want.items():
+        assert math.isclose(parts[name], value, rel_tol=1e-12), name
+    assert math.isclose(total, sum(want.values()), rel_tol=1e-12)
 
 
 def test_round_trip_and_errors(tmp_path, rng):
