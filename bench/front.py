@@ -18,7 +18,8 @@ too. EBOPs steer training; the LUTs are what the firmware costs.
 
     KERAS_BACKEND=jax .venv/bin/python bench/front.py --model mlp [--fixed-epochs 100]
         [--betas 1e-5 1e-4 3e-4] [--scheduled-epochs 300] [--kernel-init fixed magnitude]
-        [--luts [--yosys]]
+        [--luts [--yosys]] [--json FILE]
+    .venv/bin/python bench/front.py --compare before.json after.json   # at LUT budgets
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import HGQ  # noqa: F401  (selects the Keras backend: must precede keras)
 import keras
 
 # isort: on
+import numpy as np
 from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
@@ -168,10 +170,48 @@ def lut_cells(row: dict) -> str:
     return cells + (f" {row['lut']:>9,}" if "lut" in row else "")
 
 
-def best_under(rows: list[dict], budget: float, chosen_by: str) -> dict | None:
-    """The row with the best ``chosen_by`` at or under ``budget`` (ties: lower val loss)."""
-    fitting = [r for r in rows if r["ebops"] <= budget]
-    return max(fitting, key=lambda r: (r[chosen_by], -r["val_loss"])) if fitting else None
+def best_under(rows: list[dict], budget: float, chosen_by: str, cost: str = "ebops") -> dict | None:
+    """The row with the best ``chosen_by`` whose ``cost`` is at or under ``budget``
+    (ties: lower val loss, where recorded)."""
+    fitting = [r for r in rows if r[cost] <= budget]
+    return max(fitting, key=lambda r: (r[chosen_by], -r.get("val_loss", 0.0))) if fitting else None
+
+
+def compare_in_luts(paths: list[str]) -> None:
+    """Accuracy at LUT budgets (da4ml's estimate) of runs saved with ``--json --luts``:
+    per file and budget, the test accuracy of the best fixed-β point, of the scheduled
+    checkpoint chosen on validation accuracy, and the best test accuracy among the
+    scheduled checkpoints."""
+    results = []
+    for path in paths:
+        with open(path) as handle:
+            results.append(json.load(handle))
+    luts = [
+        r["lut_estimate"]
+        for result in results
+        for run in result["runs"]
+        for r in ([run] if run["kind"] == "fixed" else run["front"])
+    ]
+    budgets = sorted({100 * np.ceil(b / 100) for b in np.geomspace(min(luts), max(luts), 8)})
+    print(f"{'est. LUTs':>10}" + "".join(f" {os.path.basename(p):>32}" for p in paths))
+    print(f"{'':>10}" + f" {'fixed / sched. val / sched. best':>32}" * len(paths))
+    for budget in budgets:
+        cells = []
+        for result in results:
+            fixed = [run for run in result["runs"] if run["kind"] == "fixed"]
+            front = [
+                r for run in result["runs"] if run["kind"] == "scheduled" for r in run["front"]
+            ]
+            best_fixed = best_under(fixed, budget, "test_accuracy", "lut_estimate")
+            chosen = best_under(front, budget, "val_accuracy", "lut_estimate")
+            best = best_under(front, budget, "test_accuracy", "lut_estimate")
+            cells.append(
+                " / ".join(
+                    f"{row['test_accuracy']:.4f}" if row else "-"
+                    for row in (best_fixed, chosen, best)
+                )
+            )
+        print(f"{budget:>10,.0f}" + "".join(f" {cell:>32}" for cell in cells))
 
 
 def print_anchors() -> None:
@@ -197,7 +237,13 @@ def main() -> None:
     parser.add_argument("--luts", action="store_true", help="add da4ml's LUT estimate")
     parser.add_argument("--yosys", action="store_true", help="and yosys LUTs (fixed β)")
     parser.add_argument("--json", help="write all results to this file")
+    parser.add_argument(
+        "--compare", nargs="+", metavar="JSON", help="print accuracy at LUT budgets of saved runs"
+    )
     args = parser.parse_args()
+    if args.compare:
+        compare_in_luts(args.compare)
+        return
     luts = 2 if args.yosys else int(args.luts)
 
     data = load_model_data(args.model)

@@ -6,13 +6,14 @@ HMultiply; default layer settings) and each β: train with that fixed β on the 
 teacher task, calibrate (exact EBOPs), convert with ``HGQ.rtl.convert_to_rtl`` (da4ml,
 combinational), check da4ml's interpreter of the circuit against Keras on the test
 set and far outside the calibrated range, then synthesise with yosys (UltraScale+
-LUT6 mapping). Printed per point: EBOPs (and the products-only part, the original
+LUT6 mapping, ``-nodsp``: products of two variables in LUTs too, as EBOPs price
+them). Printed per point: EBOPs (and the products-only part, the original
 HGQ's EBOPs), yosys LUTs, da4ml's LUT estimate, both ratios; then the ratio ranges
 and the Pearson correlation of LUTs with EBOPs on logs over all points. A scatter
 plot goes to ``<out>/resources.png``, the rows to ``<out>/resources.json``.
 
     KERAS_BACKEND=jax .venv/bin/python bench/resources.py [--models mlp cnn2d ...]
-        [--betas 3e-6 3e-5 3e-4] [--epochs 30] [--no-yosys] [--out build/resources]
+        [--betas 1e-6 1e-5 1e-4] [--epochs 30] [--no-yosys] [--out build/resources]
 """
 
 from __future__ import annotations
@@ -70,16 +71,25 @@ def measure(family: str, beta: float, epochs: int, workdir: str, yosys: bool) ->
     }
     if yosys:
         start = time.perf_counter()
-        resources = project.resources()
+        resources = project.resources(dsp=False)
         row["seconds"]["yosys"] = round(time.perf_counter() - start, 1)
         row["lut"] = resources["lut"]
         row["carry"] = resources["carry"]
     return row
 
 
+def ratio(numerator: float | None, ebops: float) -> str:
+    """``numerator / ebops`` for the table, '-' where either is missing or 0."""
+    return f"{numerator / ebops:.2f}" if numerator is not None and ebops > 0 else "-"
+
+
 def summary(rows: list[dict]) -> str:
+    collapsed = [f"{r['model']} at β {r['beta']:g}" for r in rows if r["ebops"] <= 0]
+    rows = [r for r in rows if r["ebops"] > 0]
     ebops = np.array([r["ebops"] for r in rows])
     lines = []
+    if collapsed:
+        lines.append(f"left out (0 EBOPs, the model collapsed): {', '.join(collapsed)}")
     for key, label in (("lut", "yosys LUT"), ("lut_estimate", "da4ml estimate")):
         if not all(key in r for r in rows):
             continue
@@ -136,7 +146,7 @@ def plot(rows: list[dict], path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
-    parser.add_argument("--betas", nargs="+", type=float, default=[3e-6, 3e-5, 3e-4])
+    parser.add_argument("--betas", nargs="+", type=float, default=[1e-6, 1e-5, 1e-4])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--no-yosys", action="store_true", help="da4ml's estimate only")
     parser.add_argument("--out", default="build/resources")
@@ -158,8 +168,8 @@ def main() -> None:
                     f"{family:<13} {beta:>7.0e} {row['accuracy']:>6.3f} {row['ebops']:>8,.0f} "
                     f"{row['products']:>8,.0f} {lut if lut is not None else '-':>7} "
                     f"{row['lut_estimate']:>7,.0f} "
-                    f"{lut / row['ebops'] if lut is not None else float('nan'):>9.2f} "
-                    f"{row['lut_estimate'] / row['ebops']:>9.2f}  {row['exact']}  "
+                    f"{ratio(lut, row['ebops']):>9} "
+                    f"{ratio(row['lut_estimate'], row['ebops']):>9}  {row['exact']}  "
                     f"{row['seconds']}",
                     flush=True,
                 )

@@ -502,3 +502,24 @@ def test_emulating_formats_beyond_32_bits_is_refused(tmp_path):
         project = convert_to_rtl(model, tmp_path / "wide")
     with pytest.raises(ValueError, match="span .* bits.*cannot be simulated or emulated"):
         project.emulate(x)
+
+
+@pytest.mark.slow
+def test_products_of_two_variables_go_to_dsps_unless_refused(tmp_path):
+    """yosys maps an 8x8-bit product of two variables to a DSP48E2 where allowed; with
+    ``dsp=False`` (what EBOPs price) the same circuit is all LUTs, and more of them."""
+    inp = keras.Input((4,))
+    a = HQuantize(name="a")(inp)
+    b = HDense(4, name="b")(a)
+    model = keras.Model(inp, HMultiply(name="ab")([a, b]))
+    x = np.random.default_rng(3).uniform(-8, 8, size=(256, 4)).astype("float32")
+    for layer in (model.get_layer("a"), model.get_layer("b")):
+        quantizer = layer.pre_activation_quantizer
+        quantizer.fractional_bits.assign(np.full(quantizer.fractional_bits.shape, 4.0, "float32"))
+    compute_bops(model, x, verbose=False)
+    project = convert_to_rtl(model, tmp_path / "mul")
+    with_dsp = project.resources()
+    without = project.resources(dsp=False)
+    assert with_dsp["dsp_allowed"] and not without["dsp_allowed"]
+    assert with_dsp["dsp"] > 0 and without["dsp"] == 0
+    assert without["lut"] > with_dsp["lut"]

@@ -175,7 +175,7 @@ class RTLProject:
             "per_layer": [layer._asdict() for layer in self.layers],
         }
 
-    def resources(self, lut_mapper: str = "abc") -> dict[str, Any]:
+    def resources(self, lut_mapper: str = "abc", dsp: bool = True) -> dict[str, Any]:
         """LUTs and flip-flops from yosys (UltraScale+), da4ml's estimates and latency.
 
         ``lut`` counts LUT1-LUT6 cells (an inverter is a LUT1), ``ff`` flip-flops,
@@ -186,17 +186,23 @@ class RTLProject:
         ``delay_estimate`` of the longest path, in its own adder-delay units.
         ``lut_mapper='abc9'`` maps LUTs as ``synth_xilinx`` does by default (ABC9: a few
         percent more LUTs here, minutes instead of seconds on thousands of LUTs).
+        ``dsp`` counts DSP48E2 blocks: yosys puts multiplications of two variables
+        (``HMultiply``, ``HEinsum``, the softmax's ``e * r``) into them where it can;
+        ``dsp=False`` builds those in LUTs too (``-nodsp``), as EBOPs price them.
+        Constant kernels never need DSPs: da4ml writes them as adder trees.
         """
-        if self._resources is None or self._resources["lut_mapper"] != lut_mapper:
+        settings = {"lut_mapper": lut_mapper, "dsp_allowed": dsp}
+        if self._resources is None or any(self._resources[k] != v for k, v in settings.items()):
             if not self._written:
                 self.write()
-            synthesis = synthesize(self.path, self.name, mapper=lut_mapper)
+            synthesis = synthesize(self.path, self.name, mapper=lut_mapper, dsp=dsp)
             estimate = self.estimate()
             self._resources = {
-                "lut_mapper": lut_mapper,
+                **settings,
                 "lut": synthesis["lut"],
                 "ff": synthesis["ff"],
                 "carry": synthesis["carry"],
+                "dsp": synthesis["dsp"],
                 "lut_estimate": estimate["lut"],
                 "ff_estimate": estimate["ff"],
                 "latency": {

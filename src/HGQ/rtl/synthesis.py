@@ -19,6 +19,7 @@ from HGQ.rtl.toolchain import require
 LUT_CELLS = ("LUT1", "LUT2", "LUT3", "LUT4", "LUT5", "LUT6", "INV")
 FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE")
 CARRY_CELLS = ("CARRY4", "CARRY8")
+DSP_CELLS = ("DSP48E2",)
 
 _RUNNER = """
 import sys
@@ -33,8 +34,8 @@ ys.run_pass(sys.argv[1], design)
 LUT_MAPPERS = ("abc", "abc9")
 
 
-def _script(sources: list[str], top: str, family: str, mapper: str, stat: Path) -> str:
-    options = f"-family {family} -top {top} -flatten -noiopad"
+def _script(sources: list[str], top: str, family: str, mapper: str, dsp: bool, stat: Path) -> str:
+    options = f"-family {family} -top {top} -flatten -noiopad" + ("" if dsp else " -nodsp")
     # Tables become logic (LUT-ROMs) first: yosys has no distributed-ROM mapping.
     steps = [
         f"read_verilog -defer -sv {' '.join(sources)}",
@@ -56,9 +57,10 @@ def _script(sources: list[str], top: str, family: str, mapper: str, stat: Path) 
 
 
 def synthesize(
-    project_dir: Path, top: str, family: str = "xcup", mapper: str = "abc"
+    project_dir: Path, top: str, family: str = "xcup", mapper: str = "abc", dsp: bool = True
 ) -> dict[str, int]:
-    """Run ``synth_xilinx`` on the project's Verilog and count the cells of ``top``."""
+    """Run ``synth_xilinx`` on the project's Verilog and count the cells of ``top``;
+    ``dsp=False`` maps every multiplication of two variables to LUTs (``-nodsp``)."""
     require("pyosys")
     if mapper not in LUT_MAPPERS:
         raise ValueError(f"lut_mapper must be one of {LUT_MAPPERS}, got {mapper!r}.")
@@ -67,7 +69,7 @@ def synthesize(
     sources += sorted(str(p) for p in src.glob("*.v") if not p.stem.endswith("_wrapper"))
     stat = src / "yosys_stat.json"
     stat.unlink(missing_ok=True)
-    script = _script(sources, top, family, mapper, stat)
+    script = _script(sources, top, family, mapper, dsp, stat)
     # Tables are read by $readmemh relative to the working directory.
     result = subprocess.run(
         [sys.executable, "-c", _RUNNER, script],
@@ -83,6 +85,7 @@ def synthesize(
         "lut": sum(int(cells.get(c, 0)) for c in LUT_CELLS),
         "ff": sum(int(cells.get(c, 0)) for c in FF_CELLS),
         "carry": sum(int(cells.get(c, 0)) for c in CARRY_CELLS),
+        "dsp": sum(int(cells.get(c, 0)) for c in DSP_CELLS),
         "cells": {k: int(v) for k, v in cells.items() if not k.startswith("$")},
     }
 
