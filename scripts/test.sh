@@ -9,8 +9,8 @@ export PYTHONUNBUFFERED=1
 echo "== ruff"
 "$VENV_PY" -m ruff check src tests bench examples
 "$VENV_PY" -m ruff format --check src tests bench examples
-echo "== pytest, JAX backend (full suite)"
-KERAS_BACKEND=jax "$VENV_PY" -m pytest -q "$@"
+echo "== pytest, JAX backend (full suite, two workers; a module's tests share one)"
+KERAS_BACKEND=jax "$VENV_PY" -m pytest -q -n 2 --dist loadfile "$@"
 for backend in tensorflow torch; do
   echo "== pytest, $backend backend (smoke subset)"
   KERAS_BACKEND=$backend "$VENV_PY" -m pytest -q -m smoke -p no:cacheprovider

@@ -20,6 +20,7 @@ from keras import ops
 from HGQ.config import merged_config
 from HGQ.fixed_point import (
     LN2,
+    bit_span,
     exact_int_bits,
     integer_bit_span,
     pow2,
@@ -427,11 +428,34 @@ class HGQuantizer(keras.layers.Layer):
             width = ops.stop_gradient(k + i) + f_rounded
             bw = ops.where(width > 0, width + slope, ops.zeros_like(width))
             return ops.broadcast_to(bw, (1,) + tuple(self.element_shape))[0]
+        return self._value_span(values, f_rounded, slope)
+
+    def _value_span(self, values, f_rounded, slope):
         scaled = ops.stop_gradient(values) * pow2(f_rounded)
         floor = self.config["rnd_strategy"] == "floor"
         mantissa = ops.abs(ops.floor(scaled) if floor else round_half_up(scaled))
         span = integer_bit_span(mantissa)
         return ops.where(span > 0, span + slope, ops.zeros_like(span))
+
+    def surrogate_constant_bitwidth(self):
+        """For an activation quantizer: the bit span of the recorded maximum on this
+        grid, as ``surrogate_bitwidth`` gives a weight's: the width of the deployed
+        value where the element is a constant (its minimum equals its maximum)."""
+        f = self._scaled_gradient(ops.convert_to_tensor(self.fractional_bits))
+        f_rounded = ops.stop_gradient(ops.round(f))
+        vmax = ops.convert_to_tensor(self.vmax)
+        vmax = ops.where(ops.isfinite(vmax), vmax, ops.zeros_like(vmax))  # nothing recorded
+        span = self._value_span(vmax, f_rounded, f - ops.stop_gradient(f))
+        return ops.broadcast_to(span, (1,) + tuple(self.element_shape))[0]
+
+    def exact_constant_bitwidth(self) -> np.ndarray:
+        """``surrogate_constant_bitwidth`` after calibration (numpy ints)."""
+        f = self.rounded_fractional_bits()
+        floor = self.config["rnd_strategy"] == "floor"
+        vmax = np.asarray(self.vmax.numpy(), np.float64)
+        vmax = np.where(np.isfinite(vmax), vmax, 0.0)  # nothing recorded
+        span = bit_span(round_to_grid_host(vmax, f, floor), f)
+        return np.broadcast_to(span, (1,) + tuple(self.element_shape))[0]
 
     # ------------------------------------------------- calibration (host side)
     def rounded_fractional_bits(self) -> np.ndarray:

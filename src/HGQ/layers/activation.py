@@ -113,6 +113,13 @@ class HActivation(HBaseLayer):
             return None
         return ops.sum(table_cost(self.input_bitwidth(), self.output_bitwidth(), ops))
 
+    def output_varies(self):
+        shape = ops.shape(ops.convert_to_tensor(self.output_bitwidth()))
+        return ops.broadcast_to(self.input_varies(), shape)
+
+    def exact_output_varies(self) -> np.ndarray:
+        return np.broadcast_to(self.exact_input_varies(), np.shape(self.exact_output_bitwidth()))
+
     def compute_exact_bops(self) -> float:
         """The lookup tables, by ``HGQ.logic_costs`` (0 for ReLU and linear)."""
         if not self.uses_lookup_table():

@@ -102,6 +102,18 @@ class HMergeBase(HBaseLayer):
     def exact_cost_parts(self) -> dict[str, float]:
         return {"adders": self.compute_exact_bops()}
 
+    def output_varies(self):
+        """An element varies where any input's does (constants fold into the rest)."""
+        count = len(self._input_source_refs)
+        shape = ops.shape(ops.convert_to_tensor(self.output_bitwidth()))
+        varies = sum(ops.broadcast_to(self.input_varies(i), shape) for i in range(count))
+        return ops.stop_gradient(ops.cast(varies > 0, "float32"))
+
+    def exact_output_varies(self) -> np.ndarray:
+        count = len(self._input_source_refs)
+        shape = np.shape(self.exact_output_bitwidth())
+        return np.any([np.broadcast_to(self.exact_input_varies(i), shape) for i in range(count)], 0)
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.pop("kernel_quantizer_config", None)
@@ -159,20 +171,23 @@ class HMultiply(HMergeBase):
         return product
 
     def bops_surrogate(self):
-        widths = [self.input_bitwidth(i) for i in range(len(self._input_source_refs))]
-        return _chained_product_bops(widths, ops)
+        count = len(self._input_source_refs)
+        widths = [self.input_operand_bitwidth(i) for i in range(count)]
+        return _chained_product_bops(widths, self.output_varies(), ops)
 
     def compute_exact_bops(self) -> float:
-        refs = self._input_source_refs
-        widths = [self.exact_input_bitwidth(i).astype(np.float64) for i in range(len(refs))]
-        return float(_chained_product_bops(widths, np))
+        count = len(self._input_source_refs)
+        widths = [self.exact_input_operand_bitwidth(i).astype(np.float64) for i in range(count)]
+        return float(_chained_product_bops(widths, self.exact_output_varies(), np))
 
     def exact_cost_parts(self) -> dict[str, float]:
         return {"products": self.compute_exact_bops()}
 
 
-def _chained_product_bops(widths: list[Any], xp: Any) -> Any:
-    """EBOPs of multiplying ``widths[0] * widths[1] * ...`` in turn, per element.
+def _chained_product_bops(widths: list[Any], varies: Any, xp: Any) -> Any:
+    """EBOPs of multiplying ``widths[0] * widths[1] * ...`` in turn, per element where
+    ``varies`` (a constant times a variable is a constant multiplication, priced like a
+    kernel's; a product of constants is folded).
 
     ``xp``: ``keras.ops`` (training) or ``numpy`` (exact). A partial product is as wide
     as its factors together, and 0 wide (a constant 0) when a factor is.
@@ -181,6 +196,6 @@ def _chained_product_bops(widths: list[Any], xp: Any) -> Any:
     partial = widths[0]
     for width in widths[1:]:
         cost = partial * width
-        bops = bops + xp.sum(cost)
+        bops = bops + xp.sum(cost * varies)
         partial = xp.where(cost > 0, partial + width, 0.0)
     return bops

@@ -185,6 +185,18 @@ class HMultiHeadAttention(QLayerBase):
     def exact_output_bitwidth(self):
         return self.output_dense.exact_output_bitwidth()
 
+    def output_varies(self):
+        return self.output_dense.output_varies()
+
+    def operand_bitwidth(self):
+        return self.output_dense.operand_bitwidth()
+
+    def exact_operand_bitwidth(self):
+        return self.output_dense.exact_operand_bitwidth()
+
+    def exact_output_varies(self):
+        return self.output_dense.exact_output_varies()
+
     def exact_output_format(self):
         return self.output_dense.exact_output_format()
 

@@ -18,8 +18,8 @@ import numpy as np
 from keras import ops
 
 from HGQ.config import check_config_mapping, is_finite_number, merged_config
-from HGQ.fixed_point import pow2, round_half_up, round_to_grid_host
-from HGQ.full_precision import float32_dtype_policy
+from HGQ.fixed_point import bit_span, pow2, round_half_up, round_to_grid_host
+from HGQ.full_precision import float32_dtype_policy, full_precision
 from HGQ.layers._lineage import producer_of, remember
 from HGQ.quantizer import (
     HGQuantizer,
@@ -209,12 +209,56 @@ class QLayerBase(keras.layers.Layer):
         return source
 
     def input_bitwidth(self, index: int = 0):
-        """Differentiable bitwidth map of input ``index`` (no batch axis)."""
-        return self.input_source(index).output_bitwidth()
+        """Differentiable bitwidth map of input ``index`` (no batch axis), 0 where that
+        input is a constant (see ``output_varies``): the widths this layer's logic pays."""
+        source = self.input_source(index)
+        return source.output_bitwidth() * source.output_varies()
 
     def exact_input_bitwidth(self, index: int = 0) -> np.ndarray:
-        """Exact bitwidth map of input ``index`` after calibration (numpy, ints)."""
-        return self.input_source(index).exact_output_bitwidth()
+        """Exact bitwidth map of input ``index`` after calibration (numpy, ints), 0 where
+        that input is a constant (see ``exact_output_varies``)."""
+        source = self.input_source(index)
+        return source.exact_output_bitwidth() * source.exact_output_varies()
+
+    def input_operand_bitwidth(self, index: int = 0):
+        """What a multiplier by input ``index`` pays per element (differentiable): the
+        format's width where it varies, the deployed constant's bit span where not."""
+        return self.input_source(index).operand_bitwidth()
+
+    def exact_input_operand_bitwidth(self, index: int = 0) -> np.ndarray:
+        """``input_operand_bitwidth`` after calibration (numpy ints)."""
+        return self.input_source(index).exact_operand_bitwidth()
+
+    def operand_bitwidth(self):
+        """Per output element, what a multiplier by it pays: the format's width where
+        the element varies; where it is a constant, the bit span of its value (as a
+        weight's). This default knows no constants."""
+        return self.output_bitwidth()
+
+    def exact_operand_bitwidth(self) -> np.ndarray:
+        """``operand_bitwidth`` after calibration (numpy ints)."""
+        return self.exact_output_bitwidth()
+
+    def input_varies(self, index: int = 0):
+        """``output_varies`` of the layer feeding input ``index``."""
+        return self.input_source(index).output_varies()
+
+    def exact_input_varies(self, index: int = 0) -> np.ndarray:
+        """``exact_output_varies`` of the layer feeding input ``index``."""
+        return self.input_source(index).exact_output_varies()
+
+    def output_varies(self):
+        """1 where an output element depends on the model's inputs, 0 where it is a
+        constant (e.g. a unit whose weights are all pruned passes on its bias): a
+        float map shaped like ``output_bitwidth()``, without gradient. The firmware
+        folds constants, so logic fed by them costs nothing; every layer prices its
+        inputs through this mask. This default says "varies everywhere"; layers
+        that can tell override it."""
+        return ops.ones_like(ops.convert_to_tensor(self.output_bitwidth()))
+
+    def exact_output_varies(self) -> np.ndarray:
+        """``output_varies`` after calibration, from the deployed weights (numpy bools)."""
+        return np.ones(np.shape(self.exact_output_bitwidth()), dtype=bool)
 
     # ------------------------------------------------- interface for children
     def output_bitwidth(self):
@@ -306,6 +350,18 @@ class HBaseLayer(QLayerBase):
         if config["rnd_strategy"] == "auto":
             config["rnd_strategy"] = "standard_round" if rounds else "floor"
         return config
+
+    def operand_bitwidth(self):
+        quantizer = self.pre_activation_quantizer
+        varies = self.output_varies()
+        constant = ops.cast(quantizer.surrogate_constant_bitwidth(), "float32")
+        width = ops.cast(self.output_bitwidth(), "float32")
+        return ops.where(varies > 0, width, constant)
+
+    def exact_operand_bitwidth(self) -> np.ndarray:
+        varies = self.exact_output_varies()
+        constant = self.pre_activation_quantizer.exact_constant_bitwidth()
+        return np.where(varies, self.exact_output_bitwidth(), constant)
 
     def make_kernel_quantizer(self, kernel_shape: tuple[int, ...]) -> HGQuantizer:
         """A per-weight quantizer for a kernel of this shape (call from ``build``)."""
@@ -538,6 +594,34 @@ class HKernelLayer(HBaseLayer):
         """``quantized_kernel()`` at inference, computed on the host (for conversion)."""
         return self.kernel_quantizer.quantize_host(self.kernel.numpy())
 
+    # ------------------------------------------- which outputs are constants
+    def product_map(self, input_bits, kernel_bits):
+        """Per output element (no batch axis): the sum of ``input width x weight width``
+        over the products that feed it (``keras.ops``; numpy inputs work too)."""
+        raise NotImplementedError
+
+    def varies_kernel_values(self):
+        """The float kernel whose surrogate widths tell which products exist."""
+        return self.kernel
+
+    def output_varies(self):
+        """An output element fed by no product of a varying input and a non-zero
+        weight is its (constant) bias."""
+        kernel_bits = self.kernel_quantizer.surrogate_bitwidth(self.varies_kernel_values())
+        input_bits = ops.cast(self.input_bitwidth(), kernel_bits.dtype)
+        with full_precision():
+            products = self.product_map(input_bits, kernel_bits)
+        return ops.stop_gradient(ops.cast(products > 0, "float32"))
+
+    def exact_output_varies(self) -> np.ndarray:
+        kernel_bits = bit_span(
+            self.deployed_kernel(), self.kernel_quantizer.rounded_fractional_bits()
+        ).astype(np.float32)
+        input_bits = self.exact_input_bitwidth().astype(np.float32)
+        with full_precision():
+            products = self.product_map(input_bits, kernel_bits)
+        return np.asarray(ops.convert_to_numpy(products)) > 0
+
     def deployed_bias(self) -> np.ndarray | None:
         """``quantized_bias()`` at inference, computed on the host (for conversion)."""
         return self.quantize_bias_host(self.bias.numpy()) if self.use_bias else None
@@ -608,6 +692,26 @@ class PLayerBase(QLayerBase):
         return np.asarray(
             ops.convert_to_numpy(self.transform_bitwidth(self.exact_input_bitwidth()))
         )
+
+    def operand_bitwidth(self):
+        return self.transform_bitwidth(self.input_operand_bitwidth())
+
+    def exact_operand_bitwidth(self) -> np.ndarray:
+        bits = self.transform_bitwidth(self.exact_input_operand_bitwidth())
+        return np.asarray(ops.convert_to_numpy(bits))
+
+    def transform_varies(self, varies):
+        """Map the input's 0/1 ``varies`` map to the output's (values > 0 vary). Moves
+        and maxima of bitwidths move it alike; a child that adds bits overrides it."""
+        return self.transform_bitwidth(varies)
+
+    def output_varies(self):
+        varies = self.transform_varies(ops.cast(self.input_varies(), "float32"))
+        return ops.stop_gradient(ops.cast(varies > 0, "float32"))
+
+    def exact_output_varies(self) -> np.ndarray:
+        varies = self.transform_varies(self.exact_input_varies().astype(np.float32))
+        return np.asarray(ops.convert_to_numpy(varies)) > 0
 
     def exact_output_format(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each of ``k, i, f`` moved like the bitwidths; children that change values override."""

@@ -191,6 +191,11 @@ class FusedBatchNormMixin:
             outputs = ops.relu(outputs)  # after the normalisation, as in Dense->BN->ReLU
         return outputs
 
+    def varies_kernel_values(self):
+        """The folded kernel (moving statistics): it has the zeros of the deployed one."""
+        kernel, _ = self.folded_kernel_and_bias()
+        return kernel
+
     def surrogate_kernel_values(self):
         """The folded kernel of the current training step (moving statistics otherwise)."""
         kernel = self._training_folded_kernel

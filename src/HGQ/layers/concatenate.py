@@ -113,6 +113,24 @@ class PConcatenate(PLayerBase):
         ]
         return np.concatenate(maps, axis=self._bitwidth_axis)
 
+    def operand_bitwidth(self):
+        count = self._check_built()
+        return self.transform_bitwidth(
+            [ops.cast(self.input_operand_bitwidth(i), "float32") for i in range(count)]
+        )
+
+    def exact_operand_bitwidth(self) -> np.ndarray:
+        maps = [self.exact_input_operand_bitwidth(i) for i in range(self._check_built())]
+        return np.concatenate(maps, axis=self._bitwidth_axis)
+
+    def output_varies(self):
+        maps = [ops.cast(self.input_varies(i), "float32") for i in range(self._check_built())]
+        return ops.stop_gradient(self.transform_bitwidth(maps))
+
+    def exact_output_varies(self) -> np.ndarray:
+        maps = [self.exact_input_varies(i) for i in range(self._check_built())]
+        return np.concatenate(maps, axis=self._bitwidth_axis)
+
     def exact_output_format(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         formats = [self.input_source(i).exact_output_format() for i in range(self._check_built())]
         return tuple(

@@ -249,6 +249,9 @@ class HConvBase(ParallelFactorMixin, HKernelLayer):
         per_inference = ops.sum(self.convolve(input_bits[None], kernel_bits))
         return per_inference * self.bops_scale
 
+    def product_map(self, input_bits, kernel_bits):
+        return self.convolve(ops.convert_to_tensor(input_bits)[None], kernel_bits)[0]
+
     def compute_exact_bops(self) -> float:
         kernel = self.deployed_kernel()
         kernel_bits = bit_span(kernel, self.kernel_quantizer.rounded_fractional_bits())

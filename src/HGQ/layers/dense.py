@@ -79,6 +79,9 @@ class HDense(ParallelFactorMixin, HKernelLayer):
         kernel_bits = self.kernel_quantizer.surrogate_bitwidth(self.kernel)
         return dense_bops(self.input_bitwidth(), kernel_bits) * self.bops_scale
 
+    def product_map(self, input_bits, kernel_bits):
+        return ops.matmul(input_bits, kernel_bits)
+
     def compute_exact_bops(self) -> float:
         kernel = self.deployed_kernel()
         kernel_bits = bit_span(kernel, self.kernel_quantizer.rounded_fractional_bits())

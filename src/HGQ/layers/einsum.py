@@ -111,19 +111,44 @@ class HEinsum(HBaseLayer):
         with full_precision():
             return ops.einsum(self.equation, a, b)
 
+    def _operands(self, exact: bool) -> list[tuple[Any, Any]]:
+        """Per input: (format widths, varies mask), shaped like one sample."""
+        operands = []
+        for n, shape in enumerate(self.input_element_shapes):
+            if exact:
+                bits = self.exact_input_operand_bitwidth(n).astype(np.float64)
+                varies = self.exact_input_varies(n).astype(np.float64)
+                operands.append((bits.reshape(shape), varies.reshape(shape)))
+            else:
+                bits = ops.cast(self.input_operand_bitwidth(n), "float32")
+                varies = ops.cast(self.input_varies(n), "float32")
+                operands.append((ops.reshape(bits, shape), ops.reshape(varies, shape)))
+        return operands
+
+    def _products(self, operands: list[tuple[Any, Any]], xp: Any) -> Any:
+        """Per output element: ``Σ w_a * w_b`` over the products with a varying factor
+        (a constant factor is a constant multiplication, priced like a kernel's; a
+        product of two constants is folded)."""
+        (bits_a, varies_a), (bits_b, varies_b) = operands
+        every = xp.einsum(self.per_sample_equation, bits_a, bits_b)
+        folded = xp.einsum(
+            self.per_sample_equation, bits_a * (1 - varies_a), bits_b * (1 - varies_b)
+        )
+        return every - folded
+
     def bops_surrogate(self):
-        bits = [
-            ops.reshape(self.input_bitwidth(n), shape)
-            for n, shape in enumerate(self.input_element_shapes)
-        ]
-        return ops.sum(ops.einsum(self.per_sample_equation, *bits))
+        return ops.sum(self._products(self._operands(exact=False), ops))
 
     def compute_exact_bops(self) -> float:
-        bits = [
-            self.exact_input_bitwidth(n).reshape(shape).astype(np.float64)
-            for n, shape in enumerate(self.input_element_shapes)
-        ]
-        return float(np.sum(np.einsum(self.per_sample_equation, *bits)))
+        return float(np.sum(self._products(self._operands(exact=True), np)))
+
+    def output_varies(self):
+        with full_precision():
+            products = self._products(self._operands(exact=False), ops)
+        return ops.stop_gradient(ops.cast(products > 0, "float32"))
+
+    def exact_output_varies(self) -> np.ndarray:
+        return self._products(self._operands(exact=True), np) > 0
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -159,6 +159,10 @@ class HEinsumDense(ParallelFactorMixin, HKernelLayer):
         per_output = ops.einsum(without_batch(self.equation), input_bits, kernel_bits)
         return ops.sum(per_output) * self.bops_scale
 
+    def product_map(self, input_bits, kernel_bits):
+        input_bits = ops.reshape(input_bits, self.input_element_shape)
+        return ops.einsum(without_batch(self.equation), input_bits, kernel_bits)
+
     def compute_exact_bops(self) -> float:
         kernel = self.deployed_kernel()
         kernel_bits = bit_span(kernel, self.kernel_quantizer.rounded_fractional_bits())

@@ -274,6 +274,9 @@ class _PAvgPoolBase(_PPoolBase):
     def transform_bitwidth(self, bitwidth):
         return self._window_max(bitwidth) + float(self.extra_bits)
 
+    def transform_varies(self, varies):
+        return self.transform_bitwidth(varies) - float(self.extra_bits)
+
 
 @keras.saving.register_keras_serializable(package="HGQ")
 class PMaxPool1D(_PMaxPoolBase):

@@ -227,6 +227,9 @@ class HSoftmax(HBaseLayer):
         the row maximum's comparisons, the adders (``x - max`` and the row sum) and the
         two tables (exponential per element, reciprocal per row)."""
         nonzero = lambda bits: xp.where(bits > 0, 1.0, 0.0)  # noqa: E731
+        # A row whose inputs are all constants is a constant row: nothing is built.
+        row_varies = xp.max(nonzero(bits_x), axis=-1, keepdims=True)
+        bits_e, bits_r = bits_e * row_varies, bits_r * row_varies
 
         def row_reduction(bits):
             total, operands = xp.sum(bits, axis=-1), xp.sum(nonzero(bits), axis=-1)
@@ -253,6 +256,18 @@ class HSoftmax(HBaseLayer):
             ops,
         )
         return sum(parts.values())
+
+    def output_varies(self):
+        """Every element of a row varies if any input of the row does."""
+        shape = tuple(self.exp_quantizer.element_shape)
+        bits_x = ops.broadcast_to(self.input_bitwidth(), shape)
+        row = ops.max(ops.cast(bits_x > 0, "float32"), axis=-1, keepdims=True)
+        return ops.stop_gradient(ops.broadcast_to(row, shape))
+
+    def exact_output_varies(self) -> np.ndarray:
+        shape = tuple(self.exp_quantizer.element_shape)
+        bits_x = np.broadcast_to(self.exact_input_bitwidth(), shape)
+        return np.broadcast_to(np.any(bits_x > 0, axis=-1, keepdims=True), shape)
 
     def exact_cost_parts(self) -> dict[str, float]:
         shape = tuple(self.exp_quantizer.element_shape)
