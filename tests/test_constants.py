@@ -113,5 +113,5 @@ def test_a_constant_times_a_variable_is_priced_by_its_bits_and_two_constants_are
     assert model.get_layer("ab").exact_output_varies().all()
     assert not model.get_layer("ac").exact_output_varies().any()
     # The training surrogate prices the same: a's operand widths are the spans.
-    spans = keras.ops.convert_to_numpy(model.get_layer("ab").input_operand_bitwidth(0))
+    spans = keras.ops.convert_to_numpy(model.get_layer("ab").input_operand(0)[0])
     np.testing.assert_array_equal(spans, [2, 2])

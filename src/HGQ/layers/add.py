@@ -172,13 +172,19 @@ class HMultiply(HMergeBase):
 
     def bops_surrogate(self):
         count = len(self._input_source_refs)
-        widths = [self.input_operand_bitwidth(i) for i in range(count)]
-        return _chained_product_bops(widths, self.output_varies(), ops)
+        operands = [self.input_operand(i) for i in range(count)]
+        shape = ops.shape(ops.convert_to_tensor(self.output_bitwidth()))
+        varies = sum(ops.broadcast_to(v, shape) for _, v in operands)
+        varies = ops.stop_gradient(ops.cast(varies > 0, "float32"))
+        return _chained_product_bops([w for w, _ in operands], varies, ops)
 
     def compute_exact_bops(self) -> float:
         count = len(self._input_source_refs)
-        widths = [self.exact_input_operand_bitwidth(i).astype(np.float64) for i in range(count)]
-        return float(_chained_product_bops(widths, self.exact_output_varies(), np))
+        operands = [self.exact_input_operand(i) for i in range(count)]
+        shape = np.shape(self.exact_output_bitwidth())
+        varies = np.any([np.broadcast_to(v, shape) for _, v in operands], axis=0)
+        widths = [w.astype(np.float64) for w, _ in operands]
+        return float(_chained_product_bops(widths, varies, np))
 
     def exact_cost_parts(self) -> dict[str, float]:
         return {"products": self.compute_exact_bops()}

@@ -188,11 +188,11 @@ class HMultiHeadAttention(QLayerBase):
     def output_varies(self):
         return self.output_dense.output_varies()
 
-    def operand_bitwidth(self):
-        return self.output_dense.operand_bitwidth()
+    def operand_bitwidth(self, varies=None):
+        return self.output_dense.operand_bitwidth(varies)
 
-    def exact_operand_bitwidth(self):
-        return self.output_dense.exact_operand_bitwidth()
+    def exact_operand_bitwidth(self, varies=None):
+        return self.output_dense.exact_operand_bitwidth(varies)
 
     def exact_output_varies(self):
         return self.output_dense.exact_output_varies()

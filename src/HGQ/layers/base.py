@@ -220,22 +220,30 @@ class QLayerBase(keras.layers.Layer):
         source = self.input_source(index)
         return source.exact_output_bitwidth() * source.exact_output_varies()
 
-    def input_operand_bitwidth(self, index: int = 0):
-        """What a multiplier by input ``index`` pays per element (differentiable): the
-        format's width where it varies, the deployed constant's bit span where not."""
-        return self.input_source(index).operand_bitwidth()
+    def input_operand(self, index: int = 0) -> tuple[Any, Any]:
+        """``(operand widths, varies)`` of input ``index`` (differentiable widths): what a
+        multiplier by it pays per element (see ``operand_bitwidth``) and where it
+        varies. The source's mask is evaluated once: each evaluation walks the graph
+        above it, so calling it twice per layer would grow the training step's graph
+        exponentially with depth."""
+        source = self.input_source(index)
+        varies = source.output_varies()
+        return source.operand_bitwidth(varies), varies
 
-    def exact_input_operand_bitwidth(self, index: int = 0) -> np.ndarray:
-        """``input_operand_bitwidth`` after calibration (numpy ints)."""
-        return self.input_source(index).exact_operand_bitwidth()
+    def exact_input_operand(self, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``input_operand`` after calibration (numpy)."""
+        source = self.input_source(index)
+        varies = source.exact_output_varies()
+        return source.exact_operand_bitwidth(varies), varies
 
-    def operand_bitwidth(self):
+    def operand_bitwidth(self, varies: Any = None):
         """Per output element, what a multiplier by it pays: the format's width where
         the element varies; where it is a constant, the bit span of its value (as a
-        weight's). This default knows no constants."""
+        weight's). ``varies``: this layer's ``output_varies()``, if already evaluated.
+        This default knows no constants."""
         return self.output_bitwidth()
 
-    def exact_operand_bitwidth(self) -> np.ndarray:
+    def exact_operand_bitwidth(self, varies: np.ndarray | None = None) -> np.ndarray:
         """``operand_bitwidth`` after calibration (numpy ints)."""
         return self.exact_output_bitwidth()
 
@@ -351,15 +359,15 @@ class HBaseLayer(QLayerBase):
             config["rnd_strategy"] = "standard_round" if rounds else "floor"
         return config
 
-    def operand_bitwidth(self):
+    def operand_bitwidth(self, varies: Any = None):
         quantizer = self.pre_activation_quantizer
-        varies = self.output_varies()
+        varies = self.output_varies() if varies is None else varies
         constant = ops.cast(quantizer.surrogate_constant_bitwidth(), "float32")
         width = ops.cast(self.output_bitwidth(), "float32")
         return ops.where(varies > 0, width, constant)
 
-    def exact_operand_bitwidth(self) -> np.ndarray:
-        varies = self.exact_output_varies()
+    def exact_operand_bitwidth(self, varies: np.ndarray | None = None) -> np.ndarray:
+        varies = self.exact_output_varies() if varies is None else varies
         constant = self.pre_activation_quantizer.exact_constant_bitwidth()
         return np.where(varies, self.exact_output_bitwidth(), constant)
 
@@ -607,10 +615,16 @@ class HKernelLayer(HBaseLayer):
     def output_varies(self):
         """An output element fed by no product of a varying input and a non-zero
         weight is its (constant) bias."""
-        kernel_bits = self.kernel_quantizer.surrogate_bitwidth(self.varies_kernel_values())
-        input_bits = ops.cast(self.input_bitwidth(), kernel_bits.dtype)
+        quantizer = self.kernel_quantizer
+        kernel = ops.stop_gradient(ops.convert_to_tensor(self.varies_kernel_values()))
+        scaled = kernel * pow2(ops.round(ops.stop_gradient(quantizer.fractional_bits)))
+        floor = quantizer.config["rnd_strategy"] == "floor"
+        nonzero = ops.cast(
+            ops.abs(ops.floor(scaled) if floor else round_half_up(scaled)) > 0, "float32"
+        )
+        inputs = ops.cast(ops.convert_to_tensor(self.input_bitwidth()) > 0, "float32")
         with full_precision():
-            products = self.product_map(input_bits, kernel_bits)
+            products = self.product_map(ops.stop_gradient(inputs), nonzero)
         return ops.stop_gradient(ops.cast(products > 0, "float32"))
 
     def exact_output_varies(self) -> np.ndarray:
@@ -693,11 +707,11 @@ class PLayerBase(QLayerBase):
             ops.convert_to_numpy(self.transform_bitwidth(self.exact_input_bitwidth()))
         )
 
-    def operand_bitwidth(self):
-        return self.transform_bitwidth(self.input_operand_bitwidth())
+    def operand_bitwidth(self, varies: Any = None):
+        return self.transform_bitwidth(self.input_operand()[0])
 
-    def exact_operand_bitwidth(self) -> np.ndarray:
-        bits = self.transform_bitwidth(self.exact_input_operand_bitwidth())
+    def exact_operand_bitwidth(self, varies: np.ndarray | None = None) -> np.ndarray:
+        bits = self.transform_bitwidth(self.exact_input_operand()[0])
         return np.asarray(ops.convert_to_numpy(bits))
 
     def transform_varies(self, varies):

@@ -113,14 +113,14 @@ class PConcatenate(PLayerBase):
         ]
         return np.concatenate(maps, axis=self._bitwidth_axis)
 
-    def operand_bitwidth(self):
+    def operand_bitwidth(self, varies: Any = None):
         count = self._check_built()
         return self.transform_bitwidth(
-            [ops.cast(self.input_operand_bitwidth(i), "float32") for i in range(count)]
+            [ops.cast(self.input_operand(i)[0], "float32") for i in range(count)]
         )
 
-    def exact_operand_bitwidth(self) -> np.ndarray:
-        maps = [self.exact_input_operand_bitwidth(i) for i in range(self._check_built())]
+    def exact_operand_bitwidth(self, varies: np.ndarray | None = None) -> np.ndarray:
+        maps = [self.exact_input_operand(i)[0] for i in range(self._check_built())]
         return np.concatenate(maps, axis=self._bitwidth_axis)
 
     def output_varies(self):

@@ -116,12 +116,16 @@ class HEinsum(HBaseLayer):
         operands = []
         for n, shape in enumerate(self.input_element_shapes):
             if exact:
-                bits = self.exact_input_operand_bitwidth(n).astype(np.float64)
-                varies = self.exact_input_varies(n).astype(np.float64)
-                operands.append((bits.reshape(shape), varies.reshape(shape)))
+                bits, varies = self.exact_input_operand(n)
+                operands.append(
+                    (
+                        bits.astype(np.float64).reshape(shape),
+                        varies.astype(np.float64).reshape(shape),
+                    )
+                )
             else:
-                bits = ops.cast(self.input_operand_bitwidth(n), "float32")
-                varies = ops.cast(self.input_varies(n), "float32")
+                bits, varies = self.input_operand(n)
+                bits, varies = ops.cast(bits, "float32"), ops.cast(varies, "float32")
                 operands.append((ops.reshape(bits, shape), ops.reshape(varies, shape)))
         return operands
 
