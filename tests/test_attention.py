@@ -153,3 +153,35 @@ def test_attention_conversion_is_bit_exact(cross, seq, key_dim, tmp_path, rng):
     assert hs.mismatches(model, model_hls, x) == (0, y.size)
     far = [hs.out_of_range(a, rng) for a in xs] if cross else hs.out_of_range(xs[0], rng)
     assert hs.mismatches(model, model_hls, far) == (0, y.size)
+
+
+def test_a_file_built_under_other_defaults_reloads_the_same(tmp_path, rng):
+    """The parts merge their quantizer configs with the global defaults when the layer
+    is built; the file must carry those, not the user's partial configs, or loading it
+    under other defaults rounds differently (found by the fuzzer, seed 22002)."""
+    from HGQ import (
+        get_default_kernel_quantizer_config,
+        get_default_pre_activation_quantizer_config,
+        set_default_kernel_quantizer_config,
+        set_default_pre_activation_quantizer_config,
+    )
+
+    kernel_before = get_default_kernel_quantizer_config()
+    activation_before = get_default_pre_activation_quantizer_config()
+    set_default_kernel_quantizer_config({"rnd_strategy": "stochastic_round"})
+    set_default_pre_activation_quantizer_config({"rnd_strategy": "floor"})
+    try:
+        inp = keras.Input((4, 3))
+        q = HQuantize(name="inp_q")(inp)
+        attention = HMultiHeadAttention(1, 2, kernel_quantizer_config={"bw_clip": (0, 8)})
+        model = keras.Model(inp, attention(q, q))
+    finally:
+        set_default_kernel_quantizer_config(kernel_before)
+        set_default_pre_activation_quantizer_config(activation_before)
+    x = rng.normal(size=(256, 4, 3)).astype("float32")
+    compute_bops(model, x, verbose=False)
+    expected = model.predict(x, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.layers[-1].query_dense.pre_activation_quantizer.config["rnd_strategy"] == "floor"
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)

@@ -219,15 +219,31 @@ class HMultiHeadAttention(QLayerBase):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
+        kernel, activation = self.kernel_quantizer_config, self.pre_activation_quantizer_config
+        softmax = self.softmax_config
+        if self.built:
+            # The parts merged the configs with the defaults in force when they were
+            # built: record those, or a file loaded under other defaults computes
+            # something else.
+            part = self.query_dense.get_config()
+            kernel = part["kernel_quantizer_config"]
+            activation = part["pre_activation_quantizer_config"]
+            merged = self.softmax.get_config()
+            keys = (
+                "exp_quantizer_config",
+                "inv_quantizer_config",
+                "pre_activation_quantizer_config",
+            )
+            softmax = {**softmax, **{key: merged[key] for key in keys}}
         config.update(
             num_heads=self.num_heads,
             key_dim=self.key_dim,
             value_dim=self.value_dim,
             output_shape=self.output_dim,
             use_bias=self.use_bias,
-            kernel_quantizer_config=self.kernel_quantizer_config,
-            pre_activation_quantizer_config=self.pre_activation_quantizer_config,
-            softmax_config=self.softmax_config,
+            kernel_quantizer_config=kernel,
+            pre_activation_quantizer_config=activation,
+            softmax_config=softmax,
             parallel_factor=self.parallel_factor,
         )
         return config
