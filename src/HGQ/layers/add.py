@@ -105,14 +105,14 @@ class HMergeBase(HBaseLayer):
     def output_varies(self):
         """An element varies where any input's does (constants fold into the rest)."""
         count = len(self._input_source_refs)
-        shape = ops.shape(ops.convert_to_tensor(self.output_bitwidth()))
-        varies = sum(ops.broadcast_to(self.input_varies(i), shape) for i in range(count))
-        return ops.stop_gradient(ops.cast(varies > 0, "float32"))
+        return _any_varies(
+            [self.input_varies(i) for i in range(count)], self.output_bitwidth(), ops
+        )
 
     def exact_output_varies(self) -> np.ndarray:
         count = len(self._input_source_refs)
-        shape = np.shape(self.exact_output_bitwidth())
-        return np.any([np.broadcast_to(self.exact_input_varies(i), shape) for i in range(count)], 0)
+        masks = [self.exact_input_varies(i) for i in range(count)]
+        return _any_varies(masks, self.exact_output_bitwidth(), np) > 0
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -173,21 +173,30 @@ class HMultiply(HMergeBase):
     def bops_surrogate(self):
         count = len(self._input_source_refs)
         operands = [self.input_operand(i) for i in range(count)]
-        shape = ops.shape(ops.convert_to_tensor(self.output_bitwidth()))
-        varies = sum(ops.broadcast_to(v, shape) for _, v in operands)
-        varies = ops.stop_gradient(ops.cast(varies > 0, "float32"))
+        varies = _any_varies([v for _, v in operands], self.output_bitwidth(), ops)
         return _chained_product_bops([w for w, _ in operands], varies, ops)
 
     def compute_exact_bops(self) -> float:
         count = len(self._input_source_refs)
         operands = [self.exact_input_operand(i) for i in range(count)]
-        shape = np.shape(self.exact_output_bitwidth())
-        varies = np.any([np.broadcast_to(v, shape) for _, v in operands], axis=0)
+        varies = _any_varies([v for _, v in operands], self.exact_output_bitwidth(), np)
         widths = [w.astype(np.float64) for w, _ in operands]
         return float(_chained_product_bops(widths, varies, np))
 
     def exact_cost_parts(self) -> dict[str, float]:
         return {"products": self.compute_exact_bops()}
+
+
+def _any_varies(masks: list[Any], like: Any, xp: Any) -> Any:
+    """1.0 where any of the inputs' ``varies`` masks is set, shaped like ``like``
+    (``xp``: ``keras.ops`` without gradient, or ``numpy``)."""
+    shape = tuple(xp.shape(like))
+    total = sum(
+        xp.broadcast_to(xp.asarray(m, "float32") if xp is np else xp.cast(m, "float32"), shape)
+        for m in masks
+    )
+    varies = xp.where(total > 0, 1.0, 0.0)
+    return varies if xp is np else ops.stop_gradient(varies)
 
 
 def _chained_product_bops(widths: list[Any], varies: Any, xp: Any) -> Any:
