@@ -156,13 +156,31 @@ FAMILIES: dict[str, tuple[Callable[[float], keras.Model], tuple[int, ...]]] = {
 }
 
 
-def teacher_data(sample_shape: tuple[int, ...], n: int = 4000, seed: int = 0):
-    """Standard-normal samples of ``sample_shape``, labels from a fixed random teacher
-    (a tanh layer on the flattened sample); returns ``x_train, x_test, y_train, y_test``."""
+#: Families that treat their input as a set of tokens (a permutation of the tokens at
+#: most permutes their output before a global pool): their task must be symmetric too.
+SET_FAMILIES = frozenset({"deep_sets", "mixer", "attention"})
+
+
+def teacher_data(
+    sample_shape: tuple[int, ...], n: int = 4000, seed: int = 0, symmetric: bool = False
+):
+    """Standard-normal samples of ``sample_shape``, labels from a fixed random teacher;
+    returns ``x_train, x_test, y_train, y_test``.
+
+    The teacher is a tanh layer on the flattened sample, or, with ``symmetric`` (for
+    ``SET_FAMILIES``: a model that pools over its tokens cannot tell their order), a
+    tanh layer per token averaged over the tokens, so that the task is learnable by a
+    permutation-invariant model.
+    """
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, *sample_shape)).astype("float32")
-    flat = x.reshape(n, -1)
-    hidden = np.tanh(flat @ rng.normal(size=(flat.shape[1], 12)) / np.sqrt(flat.shape[1]))
+    if symmetric:
+        tokens, features = sample_shape
+        per_token = np.tanh(x @ rng.normal(size=(features, 12)) / np.sqrt(features))
+        hidden = per_token.mean(axis=1) * np.sqrt(tokens)
+    else:
+        flat = x.reshape(n, -1)
+        hidden = np.tanh(flat @ rng.normal(size=(flat.shape[1], 12)) / np.sqrt(flat.shape[1]))
     y = np.argmax(hidden @ rng.normal(size=(12, CLASSES)), axis=1).astype("int32")
     cut = int(0.75 * n)
     return x[:cut], x[cut:], y[:cut], y[cut:]

@@ -30,7 +30,7 @@ import keras
 
 # isort: on
 import numpy as np
-from families import FAMILIES, teacher_data
+from families import FAMILIES, SET_FAMILIES, teacher_data
 
 from HGQ.bops import ResetMinMax, compute_bops
 from HGQ.rtl import convert_to_rtl
@@ -38,7 +38,7 @@ from HGQ.rtl import convert_to_rtl
 
 def measure(family: str, beta: float, epochs: int, workdir: str, yosys: bool) -> dict:
     build, sample_shape = FAMILIES[family]
-    x_train, x_test, y_train, y_test = teacher_data(sample_shape)
+    x_train, x_test, y_train, y_test = teacher_data(sample_shape, symmetric=family in SET_FAMILIES)
     keras.utils.set_random_seed(0)
     model = build(beta)
     probabilities = family == "softmax_head"

@@ -50,13 +50,36 @@ def test_heinsum_equals_the_rational_reference_in_and_out_of_range(rng):
 
 def test_heinsum_ebops_by_hand():
     # out[c, d] = sum_b a[b, c] b[b, d] with one c and one d: widths a = (3, 4), b = (5, 2)
-    # multiply pairwise: 3*5 + 4*2 = 23.
+    # multiply pairwise: 3*5 + 4*2 = 23 in products; the two products (3+5 and 4+2 bits)
+    # are summed by one adder: (2-1)/2 * 14 + (2-1) * log2(2) = 8.
     a_in, b_in = keras.Input((2, 1)), keras.Input((2, 1))
     a = Signature(0, [[3], [4]], [[1], [1]])(a_in)
     b = Signature(0, [[5], [2]], [[1], [1]])(b_in)
-    model = keras.Model([a_in, b_in], HEinsum("abc,abd->acd")([a, b]))
+    layer = HEinsum("abc,abd->acd")
+    model = keras.Model([a_in, b_in], layer([a, b]))
     zeros = np.zeros((4, 2, 1), "float32")
-    assert compute_bops(model, [zeros, zeros], verbose=False) == 23.0
+    assert compute_bops(model, [zeros, zeros], verbose=False) == 31.0
+    assert layer.exact_cost_parts() == {"products": 23.0, "adders": 8.0}
+
+
+def test_heinsum_reduction_skips_pruned_terms_and_outer_products():
+    # Four terms, one with a 0-bit factor: products 3*1 + 2*4 + 1*2 = 13; three terms of
+    # 4, 6 and 3 bits: 2/3 * 13 + 2 * log2(3) in adders. The outer product 'ab,ac->abc'
+    # of the same operands sums nothing: products only (every pair, 4 x 4 of them).
+    widths_a, widths_b = [[3], [0], [2], [1]], [[1], [5], [4], [2]]
+    a_in, b_in = keras.Input((4, 1)), keras.Input((4, 1))
+    a = Signature(0, widths_a, [[1]] * 4)(a_in)
+    b = Signature(0, widths_b, [[1]] * 4)(b_in)
+    dot = HEinsum("abc,abd->acd")
+    outer = HEinsum("abc,adc->abd")
+    model = keras.Model([a_in, b_in], [dot([a, b]), outer([a, b])])
+    zeros = np.zeros((4, 4, 1), "float32")
+    compute_bops(model, [zeros, zeros], verbose=False)
+    parts = dot.exact_cost_parts()
+    assert parts["products"] == 13.0
+    assert parts["adders"] == pytest.approx(2 / 3 * 13 + 2 * np.log2(3), rel=1e-12)
+    total_a, total_b = sum(w[0] for w in widths_a), sum(w[0] for w in widths_b)
+    assert outer.exact_cost_parts() == {"products": float(total_a * total_b), "adders": 0.0}
 
 
 def test_heinsum_errors():

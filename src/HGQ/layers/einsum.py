@@ -3,7 +3,10 @@
 Attention multiplies activations by activations: queries by keys for the scores, the
 attention weights by the values for the context. Each multiplication of the einsum is
 one product of two fixed-point numbers, so its EBOPs are ``sum(einsum(equation,
-bw_a, bw_b))``, the two operands' widths multiplied wherever their values are.
+bw_a, bw_b))``, the two operands' widths multiplied wherever their values are, plus
+the adder tree that sums each output's products of two variables over the contracted
+axes (``HGQ.logic_costs``; a kernel's product count covers its own accumulation, a
+product of two variables' does not).
 
 The equation helpers here (``split_equation``, ``check_no_direct_sum``) serve
 ``HEinsumDense`` too: both deploy as hls4ml einsums, with the same limits.
@@ -19,6 +22,7 @@ from keras import ops
 
 from HGQ.full_precision import full_precision
 from HGQ.layers.base import HBaseLayer
+from HGQ.logic_costs import reduction_cost
 
 
 def split_equation(equation: str, owner: str) -> tuple[str, str, str]:
@@ -140,11 +144,38 @@ class HEinsum(HBaseLayer):
         )
         return every - folded
 
+    def _reduction(self, operands: list[tuple[Any, Any]], xp: Any) -> Any:
+        """Per output element: the adder tree that sums its products of two variables
+        over the contracted axes (``HGQ.logic_costs.reduction_cost``, each term
+        ``w_a + w_b`` bits wide). A product with a constant factor is priced like a
+        kernel's, whose count covers its accumulation; outer products sum nothing."""
+        (bits_a, varies_a), (bits_b, varies_b) = operands
+        live_a = varies_a * xp.where(bits_a > 0, 1.0, 0.0)
+        live_b = varies_b * xp.where(bits_b > 0, 1.0, 0.0)
+        equation = self.per_sample_equation
+        terms = xp.einsum(equation, live_a, live_b)
+        total = xp.einsum(equation, bits_a * live_a, live_b) + xp.einsum(
+            equation, live_a, bits_b * live_b
+        )
+        return reduction_cost(total, terms, xp)
+
+    def _cost_parts(self, exact: bool) -> dict[str, Any]:
+        xp = np if exact else ops
+        operands = self._operands(exact=exact)
+        return {
+            "products": xp.sum(self._products(operands, xp)),
+            "adders": xp.sum(self._reduction(operands, xp)),
+        }
+
     def bops_surrogate(self):
-        return ops.sum(self._products(self._operands(exact=False), ops))
+        parts = self._cost_parts(exact=False)
+        return parts["products"] + parts["adders"]
 
     def compute_exact_bops(self) -> float:
-        return float(np.sum(self._products(self._operands(exact=True), np)))
+        return sum(self.exact_cost_parts().values())
+
+    def exact_cost_parts(self) -> dict[str, float]:
+        return {kind: float(v) for kind, v in self._cost_parts(exact=True).items()}
 
     def output_varies(self):
         with full_precision():
