@@ -9,6 +9,8 @@ export PYTHONUNBUFFERED=1
 echo "== ruff"
 "$VENV_PY" -m ruff check src tests bench examples
 "$VENV_PY" -m ruff format --check src tests bench examples
+echo "== import layering (contracts in pyproject.toml)"
+"$ROOT/.venv/bin/lint-imports" --no-cache
 echo "== pytest, JAX backend (full suite, two workers; a module's tests share one)"
 KERAS_BACKEND=jax "$VENV_PY" -m pytest -q -n 2 --dist loadfile "$@"
 for backend in tensorflow torch; do

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hls_support as hs  # noqa: E402
 
 from HGQ import HDense, HQuantize, ResetMinMax, compute_bops  # noqa: E402
-from HGQ.bops import _activation_quantizers  # noqa: E402
+from HGQ.calibration import _activation_quantizers  # noqa: E402
 
 
 def halves_data(n: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

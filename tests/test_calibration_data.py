@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import HGQ
 from HGQ import HDense, HQuantize, PConcatenate, compute_bops
-from HGQ.bops import _activation_quantizers
+from HGQ.calibration import _activation_quantizers
 
 N = 300
 

@@ -126,6 +126,18 @@ def test_narrow_model_converts_without_warning(tmp_path, rng):
         convert_from_hgq_model(model, str(tmp_path / "p"))
 
 
+def test_other_hls4ml_release_warns_that_the_workarounds_are_unchecked(
+    tmp_path, rng, monkeypatch
+):
+    import hls4ml
+
+    model = small_model()
+    compute_bops(model, rng.normal(size=(32, 4)).astype("float32"), verbose=False)
+    monkeypatch.setattr(hls4ml, "__version__", "1.4.0")
+    with pytest.warns(UserWarning, match="checked on hls4ml 1.3.0; hls4ml 1.4.0 is installed"):
+        convert_from_hgq_model(model, str(tmp_path / "p"))
+
+
 @pytest.mark.slow
 def test_bias_accum_exact_and_truncated(tmp_path, rng):
     """None: exact. An int: accumulators cut to f_out + bias_accum fractional bits."""

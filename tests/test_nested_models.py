@@ -2,7 +2,7 @@
 
 hls4ml reads one functional graph. A subclassed model (layers called in ``call``) and a
 functional or Sequential model used as a layer of another are converted through one
-flat functional graph of the same layer objects (``HGQ.hls4ml_hook.flat_graph``).
+flat functional graph of the same layer objects (``HGQ.deploy.flat_graph``).
 What cannot be flattened reliably is refused with the cause, leaving the model as it was.
 """
 
@@ -28,8 +28,8 @@ from HGQ import (
     Signature,
 )
 from HGQ.bops import compute_bops, hgq_layers
+from HGQ.deploy.flat_graph import flat_functional
 from HGQ.hls4ml_hook import convert_from_hgq_model
-from HGQ.hls4ml_hook.flat_graph import flat_functional
 
 N_SAMPLES = 256
 

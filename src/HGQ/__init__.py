@@ -11,7 +11,7 @@ from HGQ._backend import select_backend
 
 select_backend()
 
-from HGQ.bops import compute_bops, trace_minmax  # noqa: E402
+from HGQ.calibration import compute_bops, trace_minmax  # noqa: E402
 from HGQ.callbacks import CalibratedBOPs, FreeBOPs, ResetMinMax  # noqa: E402
 from HGQ.config import (  # noqa: E402
     get_default_kernel_quantizer_config,

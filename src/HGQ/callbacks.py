@@ -24,10 +24,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from HGQ.bops import calibrated_ebops, hgq_layers
+from HGQ.calibration import calibrated_ebops
 from HGQ.calibration_data import check_batch_size
 from HGQ.layers.base import HBaseLayer, check_bops_reg_factor
 from HGQ.layers.replacements import check_only_hgq_layers
+from HGQ.model_layers import hgq_layers
 
 
 def _surrogate_total(model: keras.Model) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 
 from HGQ.layers.base import QLayerBase
 from HGQ.layers.parallelism import ParallelFactorMixin
+from HGQ.model_layers import hgq_layers, uncalibrated_layers
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,6 @@ def summary(model: keras.Model, print_fn=print) -> EBOPs:
     The model must have been calibrated with ``compute_bops`` (a ``.keras`` file saved
     afterwards keeps its calibration). Returns the same ``EBOPs`` as ``compute_bops``.
     """
-    from HGQ.bops import hgq_layers, uncalibrated_layers
-
     layers = hgq_layers(model)
     if not layers:
         raise ValueError(f"HGQ.summary: model '{model.name}' contains no HGQ layers.")

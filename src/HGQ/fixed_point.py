@@ -149,3 +149,12 @@ def bit_span(values: np.ndarray, frac_bits: np.ndarray) -> np.ndarray:
     _, lowest = np.frexp((m & -m).astype(np.float64))
     span[nonzero] = highest - lowest + 1
     return span
+
+
+def union_format(kif: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[int, int, int]:
+    """One ``(k, i, f)`` that holds every value of every element format (ignoring empty ones)."""
+    k, i, f = (np.asarray(a, dtype=np.int64) for a in kif)
+    live = k + i + f > 0
+    if not np.any(live):
+        return 0, 0, 0
+    return int(np.max(k[live])), int(np.max(i[live])), int(np.max(f[live]))

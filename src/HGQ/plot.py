@@ -24,9 +24,9 @@ except ImportError as error:  # pragma: no cover - exercised by monkeypatching i
 
 import numpy as np
 
-from HGQ.bops import hgq_layers
 from HGQ.fixed_point import bit_span
 from HGQ.layers.base import HBaseLayer
+from HGQ.model_layers import hgq_layers
 
 __all__ = ["bitwidths", "front", "history"]
 

@@ -26,6 +26,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from HGQ.fixed_point import union_format
+
 #: Widest input a table may be indexed by (2^16 entries): the deployment limit too.
 MAX_TABLE_INPUT_BITS = 16
 
@@ -94,8 +96,6 @@ def input_table(
 ) -> FunctionTable | None:
     """``function`` tabulated over ``kif_of`` (the union of ``layer``'s calibrated input
     formats), or None before those formats are known or beyond the table limit."""
-    from HGQ.hls4ml_hook.formats import union_format
-
     if layer._input_source_refs is None:
         return None
     try:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import hls4ml
 import keras
-import numpy as np
 from hls4ml.model import ModelGraph
-from hls4ml.model.flow import get_flow
 
 import HGQ.hls4ml_hook.handlers  # noqa: F401  (registers the handlers)
+from HGQ.deploy.flat_graph import flat_functional
 from HGQ.fixed_point import FLOAT32_EXACT_BITS
-from HGQ.hls4ml_hook.flat_graph import flat_functional
+from HGQ.hls4ml_hook import hls4ml_workarounds
 from HGQ.hls4ml_hook.handlers import handler_keys, hgq_conversion
-from HGQ.hls4ml_hook.lookup_table import relayout_tables
 from HGQ.layers import HBaseLayer, Signature
 from HGQ.layers.parallelism import layers_with_parallel_factor, price_mismatch
 from HGQ.layers.replacements import check_only_hgq_layers
@@ -98,42 +94,6 @@ def _check_convertible(model: keras.Model) -> None:
             )
 
 
-#: hls4ml's pass that folds a one-format FixedPointQuantizer into the layer before it.
-#: Passes that fold an HGQ quantizer into a neighbouring layer, by the flow holding them.
-QUANTIZER_FUSION_PASSES = {
-    "convert": "fuse_fixed_point_quantizer",
-    # With strategy='distributed_arithmetic': casts the kernel's inputs inside the DA
-    # kernel from hls4ml's reading of the formats, then drops the quantizer.
-    "vivado:optimize": "vivado:fuse_quantizer_into_d_a_layers",
-}
-
-
-@contextlib.contextmanager
-def _quantizer_fusion_disabled() -> Iterator[None]:
-    """Run hls4ml's flows without folding quantizers into other layers.
-
-    The fold (``FuseFixedPointQuantizer``) replaces a quantizer whose elements share one
-    format by that format on the previous layer's result, which loses a format when two
-    quantizers follow each other, turns a width-0 format into a 1-bit rounding type, and
-    defines the input twice in C++ when the quantizer's tensor is a model output. Keeping
-    every quantizer costs no hardware: a cast is wiring. hls4ml 1.3 parses the
-    ``SkipOptimizers`` config key but never applies it (``ModelGraph._parse_hls_config``),
-    so the passes are taken out of their flows for the duration of the conversion.
-    """
-    removed = []
-    for flow_name, pass_name in QUANTIZER_FUSION_PASSES.items():
-        optimizers = get_flow(flow_name).optimizers
-        if pass_name in optimizers:
-            removed.append((optimizers, optimizers.index(pass_name), pass_name))
-    for optimizers, position, _ in reversed(removed):
-        optimizers.pop(position)
-    try:
-        yield
-    finally:
-        for optimizers, position, pass_name in removed:
-            optimizers.insert(position, pass_name)
-
-
 def _apply_bias_accum(model_hls: ModelGraph, keras_model: keras.Model, bias_accum: int) -> None:
     """Cut accumulators to ``bias_accum`` fractional bits beyond their layer's output."""
     for node in model_hls.graph.values():
@@ -147,85 +107,6 @@ def _apply_bias_accum(model_hls: ModelGraph, keras_model: keras.Model, bias_accu
         if precision.width - precision.integer <= frac:
             continue
         precision.width = precision.integer + frac
-
-
-def _is_placeholder(precision: Any) -> bool:
-    """hls4ml's stand-in for a type of width < 1 (``to_hls4ml_fixed`` in bit_exact.py)."""
-    return (precision.width, precision.integer, precision.signed) == (2, 32, False)
-
-
-def _widen_quantizer_inputs(model_hls: ModelGraph) -> None:
-    """Give every tensor feeding a quantizer room for what the quantizer keeps of it.
-
-    hls4ml's bit-exact pass (``default_register_precision``) types a tensor read only by
-    non-saturating quantizers with the quantizers' sign and fractional bits but
-    ``min(produced, requested)`` integer bits. Two results are wrong:
-
-    - unsigned with fewer integer bits than a quantizer element: a signed producer's
-      negative value is stored modulo ``2^produced`` instead of ``2^requested`` (a
-      table into unsigned formats: 1,385 of 1,536 outputs differed);
-    - a width below 1, when the quantizer's grid is coarser than the produced range
-      (truncating -0.5 to a multiple of 16 gives -16): hls4ml then puts a placeholder
-      type that holds only 0 (398 of 512 outputs differed).
-
-    Storing modulo ``2^I`` on a grid at least as fine as the quantizers' is exact when
-    ``I`` is at least every element's integer bits (ap_fixed's, sign included): each
-    element then wraps modulo a divisor of ``2^I`` and rounds as from the value itself.
-    Signed tensors of width >= 1 are safe: they hold the producer's whole range.
-    hls4ml applies its rule through reshapes, so the chain of reshapes is followed.
-    """
-    from hls4ml.model.layers import Reshape
-    from hls4ml.model.optimizer.passes.hgq_proxy_model import FixedPointQuantizer
-
-    for node in model_hls.graph.values():
-        if not isinstance(node, FixedPointQuantizer):
-            continue
-        keep_negative, width, integer = (np.asarray(a) for a in node.mask_kbi)
-        live = width > 0
-        if not np.any(live):
-            continue
-        needed_integer = int(np.max(integer[live]))
-        rounding_bit = 0 if node.RND == "TRN" else 1
-        needed_fraction = int(np.max((width - integer)[live])) + rounding_bit
-        producer = model_hls.graph[node.inputs[0]]
-        while True:
-            precision = producer.get_output_variable().type.precision
-            if _is_placeholder(precision):
-                precision.signed = bool(np.any(keep_negative[live]))
-                precision.integer = needed_integer
-                precision.width = needed_integer + needed_fraction
-            elif not precision.signed and precision.integer < needed_integer:
-                precision.width += needed_integer - precision.integer
-                precision.integer = needed_integer
-            if not isinstance(producer, Reshape):
-                break
-            producer = model_hls.graph[producer.inputs[0]]
-
-
-def _sign_padded_max_pool_inputs(model_hls: ModelGraph) -> None:
-    """Make the input type of every padded max pool signed.
-
-    hls4ml fills a max pool's padding with the input type's most significant bit set
-    (``pad_val``), meant as the most negative value. Keras ignores padded cells. For a
-    signed type the two agree; for an unsigned one (a ReLU output, say) that pattern is
-    ``2^(I-1)``, a large positive value, which wins every window it is in (seed 1319
-    of the fuzzer: all 1,024 outputs wrong). One more bit, as a sign, makes the
-    pattern the most negative value again and changes no stored value.
-    """
-    from hls4ml.model.layers import Pooling1D, Pooling2D
-
-    for node in model_hls.graph.values():
-        if not isinstance(node, (Pooling1D, Pooling2D)) or node.get_attr("pool_op") != "Max":
-            continue
-        padding = [node.get_attr(f"pad_{side}", 0) for side in ("top", "bottom", "left", "right")]
-        if not any(padding):
-            continue
-        producer = model_hls.graph[node.inputs[0]]
-        precision = producer.get_output_variable().type.precision
-        if not precision.signed:
-            precision.signed = True
-            precision.width += 1
-            precision.integer += 1
 
 
 def _warn_unpriced_parallelism(model_hls: ModelGraph, model: keras.Model) -> None:
@@ -324,6 +205,7 @@ def convert(
     nested in others are converted through one functional graph of the same layers
     (``flat_functional``), which hls4ml keeps as the project's Keras model.
     """
+    hls4ml_workarounds.check_version()
     _check_options(io_type, bias_accum, backend)
     hls_strategy = _check_strategy(strategy, bias_accum)
     check_only_hgq_layers(model)
@@ -361,9 +243,7 @@ def _convert_flat(
     hls_config["Model"].setdefault("ReuseFactor", 1)
     hls_config["Model"].setdefault("Strategy", strategy)
     outputs = frozenset(t.name for t in model.outputs)
-    with hgq_conversion(outputs), _quantizer_fusion_disabled(), warnings.catch_warnings():
-        # A fold hls4ml warns about is a wrong design: make it an error.
-        warnings.filterwarnings("error", message=".*propagated multiple times.*")
+    with hgq_conversion(outputs), hls4ml_workarounds.conversion_flows():
         model_hls = hls4ml.converters.convert_from_keras_model(
             model,
             output_dir=str(output_dir),
@@ -379,9 +259,7 @@ def _convert_flat(
         )
     _check_quantizers_kept(model_hls, model)
     _warn_unpriced_parallelism(model_hls, model)
-    _widen_quantizer_inputs(model_hls)
-    _sign_padded_max_pool_inputs(model_hls)
-    relayout_tables(model_hls, model)
+    hls4ml_workarounds.after_conversion(model_hls, model)
     if bias_accum is not None:
         _apply_bias_accum(model_hls, model, bias_accum)
     else:

@@ -11,16 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from HGQ.quantizer import HGQuantizer
-
-#: The hls4ml layer name of HGQ's quantizers (``HGQ.hls4ml_hook.quantizer_layer``
+#: The hls4ml layer name of HGQ's quantizers (``HGQ.hls4ml_hook.hls4ml_workarounds``
 #: registers it; this module stays free of hls4ml imports).
 HGQ_QUANTIZER = "HGQFixedPointQuantizer"
-
-
-def quantizer_rounding(quantizer: HGQuantizer) -> str:
-    """``'TRN'`` for floor quantizers, ``'RND'`` (round half up) for all others at inference."""
-    return "TRN" if quantizer.config["rnd_strategy"] == "floor" else "RND"
 
 
 def fixed_point_quantizer(
@@ -46,7 +39,7 @@ def fixed_point_quantizer(
     mask = tuple(a[None].astype(np.int16) for a in (k, width, int_bits))
     return {
         "name": name,
-        # hls4ml narrows some formats wrongly; see HGQ.hls4ml_hook.quantizer_layer.
+        # hls4ml narrows some formats wrongly; see HGQ.hls4ml_hook.hls4ml_workarounds.
         "class_name": HGQ_QUANTIZER,
         "mask_kbi": mask,
         "SAT": overflow,
@@ -56,12 +49,3 @@ def fixed_point_quantizer(
         "input_keras_tensor_names": [source],
         "output_keras_tensor_names": [target],
     }
-
-
-def union_format(kif: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[int, int, int]:
-    """One ``(k, i, f)`` that holds every value of every element format (ignoring empty ones)."""
-    k, i, f = (np.asarray(a, dtype=np.int64) for a in kif)
-    live = k + i + f > 0
-    if not np.any(live):
-        return 0, 0, 0
-    return int(np.max(k[live])), int(np.max(i[live])), int(np.max(f[live]))

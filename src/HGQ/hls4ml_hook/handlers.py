@@ -22,8 +22,10 @@ import numpy as np
 from hls4ml.converters.keras_v3._base import KerasV3LayerHandler
 from hls4ml.converters.keras_v3.conv import gen_conv_config
 
-import HGQ.hls4ml_hook.quantizer_layer  # noqa: F401  (registers HGQ's quantizer layer)
-from HGQ.hls4ml_hook.formats import fixed_point_quantizer, quantizer_rounding, union_format
+import HGQ.hls4ml_hook.hls4ml_workarounds  # noqa: F401  (registers HGQ's quantizer layer)
+from HGQ.deploy.formats import quantizer_rounding
+from HGQ.fixed_point import union_format
+from HGQ.hls4ml_hook.formats import fixed_point_quantizer
 from HGQ.layers import HActivation, HDense, HKernelLayer, HQuantize, QLayerBase, Signature
 from HGQ.layers.add import HAdd, HMultiply, HSubtract
 from HGQ.layers.attention import HMultiHeadAttention

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import numpy as np
 
-from HGQ.hls4ml_hook.formats import union_format
+from HGQ.deploy.tables import TableSpec, evaluate, table_spec
+from HGQ.fixed_point import union_format
 from HGQ.layers.activation import MAX_TABLE_INPUT_BITS, HActivation
-from HGQ.lookup_tables import TableSpec, evaluate, table_spec
 
 
 def table_input_values(k: int, i: int, f: int) -> np.ndarray:
@@ -81,37 +80,3 @@ def lookup_table_step(layer: HActivation, source: str, target: str, n_in: int) -
     """An hls4ml ``UnaryLUT`` reproducing ``layer.activation`` on its quantized inputs."""
     kif = union_format(layer.input_source().exact_output_format())
     return table_step(layer, None, kif, source, target, n_in)
-
-
-def relayout_tables(model_hls: Any, model: keras.Model) -> None:
-    """Fill every HGQ table again for the input type hls4ml's bit-exact pass chose.
-
-    Reachable codes get the same entries as in the handler's layout (every reachable
-    value is in both types), so the table and result types hls4ml derived from that
-    layout still hold them.
-    """
-    for node in model_hls.graph.values():
-        layer_name = node.attributes.get("hgq_table_of")
-        if layer_name is None:
-            continue
-        precision = node.get_input_variable().type.precision
-        k = int(precision.signed)
-        layer = next(
-            layer for layer in model._flatten_layers(include_self=False) if layer.name == layer_name
-        )  # parts of composite layers (HMultiHeadAttention's softmax) are not top-level
-        spec = table_spec(layer, node.attributes.get("hgq_table_stage"))
-        entries = table_entries(
-            spec,
-            k,
-            precision.integer - k,
-            precision.width - precision.integer,
-        )
-        table = node.get_weights("table")
-        table.data = entries
-        table.shape = list(entries.shape)
-        table.data_length = int(entries.size)
-        table.nonzeros = int(np.count_nonzero(entries))
-        table.nzeros = table.data_length - table.nonzeros
-        table.min, table.max = float(entries.min()), float(entries.max())
-        node.attributes["table_data"] = entries
-        node.attributes["table_size"] = int(entries.size)

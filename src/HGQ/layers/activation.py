@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from HGQ.hls4ml_hook.formats import union_format
+from HGQ.fixed_point import union_format
 from HGQ.layers.base import NOT_ELEMENTWISE, HBaseLayer, PLayerBase, not_elementwise_fix
 from HGQ.layers.signature import Signature
 from HGQ.layers.softmax import HSoftmax

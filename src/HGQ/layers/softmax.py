@@ -29,8 +29,7 @@ import numpy as np
 from keras import ops
 
 from HGQ.config import check_config_mapping, merged_config
-from HGQ.fixed_point import pow2
-from HGQ.hls4ml_hook.formats import union_format
+from HGQ.fixed_point import pow2, union_format
 from HGQ.layers.base import HBaseLayer
 from HGQ.logic_costs import COMPARISON_WEIGHT, reduction_cost, table_cost
 from HGQ.quantizer import (

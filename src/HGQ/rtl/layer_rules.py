@@ -22,7 +22,8 @@ import keras
 import numpy as np
 from da4ml.trace import FixedVariable, FixedVariableArray
 
-from HGQ.hls4ml_hook.formats import quantizer_rounding
+from HGQ.deploy.formats import quantizer_rounding
+from HGQ.deploy.tables import TableSpec, evaluate, table_spec
 from HGQ.layers import (
     HActivation,
     HAdd,
@@ -48,7 +49,6 @@ from HGQ.layers.base import HBaseLayer, HKernelLayer, QLayerBase
 from HGQ.layers.conv import conv_output_length, same_padding
 from HGQ.layers.einsum_dense import without_batch
 from HGQ.layers.pooling import _PGlobalPoolBase, _PMaxPoolBase, _PPoolBase
-from HGQ.lookup_tables import TableSpec, evaluate, table_spec
 from HGQ.quantizer import HGQuantizer
 
 Rule = Callable[[Any, list[FixedVariableArray], tuple[int, ...]], FixedVariableArray]

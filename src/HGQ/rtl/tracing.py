@@ -19,8 +19,8 @@ from da4ml.trace import FixedVariableArray, HWConfig
 from da4ml.trace.tracer import gather_variables
 from da4ml.types import minimal_kif
 
+from HGQ.deploy.flat_graph import flat_functional, graph_of
 from HGQ.fixed_point import FLOAT32_EXACT_BITS
-from HGQ.hls4ml_hook.flat_graph import flat_functional, graph_of
 from HGQ.layers import HQuantize, Signature
 from HGQ.layers.base import FIRST_LAYER_HINT, QLayerBase
 from HGQ.layers.replacements import check_only_hgq_layers

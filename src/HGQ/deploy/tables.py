@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
-from HGQ.hls4ml_hook.formats import union_format
+from HGQ.fixed_point import union_format
 from HGQ.layers.activation import HActivation
 from HGQ.layers.softmax import HSoftmax
 from HGQ.quantizer import HGQuantizer

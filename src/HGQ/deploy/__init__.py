@@ -1,0 +1,8 @@
+"""What a model deploys as, independent of the emitter that writes it.
+
+Between the layers (what trains) and the two emitters (``HGQ.hls4ml_hook``, which
+writes hls4ml layer dictionaries, and ``HGQ.rtl``, which traces da4ml circuits):
+the flat functional graph of any HGQ model (``flat_graph``), the deployed rounding
+of a quantizer (``formats``) and the contents of every lookup table (``tables``).
+Nothing here imports an emitter.
+"""
