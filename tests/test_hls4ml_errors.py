@@ -126,9 +126,7 @@ def test_narrow_model_converts_without_warning(tmp_path, rng):
         convert_from_hgq_model(model, str(tmp_path / "p"))
 
 
-def test_other_hls4ml_release_warns_that_the_workarounds_are_unchecked(
-    tmp_path, rng, monkeypatch
-):
+def test_other_hls4ml_release_warns_that_the_workarounds_are_unchecked(tmp_path, rng, monkeypatch):
     import hls4ml
 
     model = small_model()
