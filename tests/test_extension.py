@@ -1,12 +1,16 @@
-"""User-defined layers through the documented extension bases (README example)."""
+"""User-defined layers through the documented extension bases (README example), and
+their deployment from one registration: hls4ml's C simulation and the RTL path's
+emulation equal Keras on every output, in and far outside the calibrated range."""
 
+import hls_support as hs
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from HGQ import HBaseLayer, HQuantize, PLayerBase
+from HGQ import HBaseLayer, HDense, HQuantize, PFlatten, PLayerBase
 from HGQ.bops import compute_bops
+from HGQ.deploy import register_deployment, steps
 from HGQ.fixed_point import bit_span
 
 
@@ -65,3 +69,64 @@ def test_user_defined_h_and_p_layers_train_and_calibrate(rng):
     np.testing.assert_array_equal(rev.exact_output_bitwidth(), bw_in)
     # 1.0 -> 1 bit, 0.75 -> 2 bits (0b11), 0 -> 0 bits
     assert total == bw_in[0] * 1 + bw_in[1] * 2
+
+
+def describe_scale(layer, tensors):
+    """HScale deploys as one step: its input times the deployed scales."""
+    scale = ops.convert_to_numpy(layer.kernel_quantizer(layer.scale, training=False))
+    return [
+        steps.Scale(
+            name=layer.name,
+            inputs=tensors.inputs,
+            output=tensors.output,
+            shape=tensors.output_shape,
+            factors=scale,
+        )
+    ]
+
+
+register_deployment(HScale, describe_scale)
+
+
+def scaled_model(rng):
+    """HQuantize -> HScale (a 2-D input: the scales differ per element) -> HDense."""
+    inp = keras.Input((3, 4))
+    x = HQuantize(name="inp_q")(inp)
+    x = HScale(name="scale")(x)
+    model = keras.Model(inp, HDense(2, name="dense")(PFlatten()(x)))
+    hs.scramble_bitwidths(model, rng, 0, 5)
+    scales = rng.normal(size=(3, 4)).astype("float32") * 2
+    scales[0, 0] = 0.0  # a pruned scale
+    model.get_layer("scale").scale.assign(scales)
+    return model
+
+
+def probes(rng, x_cal):
+    """Calibration data, far outside it, and exact ties of the input format."""
+    far = hs.out_of_range(x_cal, rng)
+    ties = (np.round(x_cal * 8) + 0.5) / 8
+    return np.concatenate([x_cal, far, ties, np.zeros_like(x_cal[:4])]).astype("float32")
+
+
+@pytest.mark.slow
+def test_one_registration_deploys_through_hls4ml_bit_exactly(tmp_path, rng):
+    model = scaled_model(rng)
+    x_cal = rng.normal(size=(256, 3, 4)).astype("float32")
+    model_hls = hs.convert_compiled(model, x_cal, tmp_path / "prj")
+    differ, total = hs.mismatches(model, model_hls, probes(rng, x_cal))
+    assert (differ, total) == (0, 2 * (256 * 3 + 4))
+
+
+@pytest.mark.rtl
+def test_one_registration_deploys_to_rtl_bit_exactly(tmp_path, rng):
+    pytest.importorskip("da4ml")
+    from HGQ.rtl import convert_to_rtl
+
+    model = scaled_model(rng)
+    x_cal = rng.normal(size=(256, 3, 4)).astype("float32")
+    compute_bops(model, x_cal, verbose=False)
+    project = convert_to_rtl(model, tmp_path / "rtl", write=False)
+    x = probes(rng, x_cal)
+    expected = model.predict(x, verbose=0)
+    got = np.asarray(project.emulate(x)).reshape(expected.shape)
+    assert np.array_equal(got, expected)

@@ -6,3 +6,8 @@ the flat functional graph of any HGQ model (``flat_graph``), the deployed roundi
 of a quantizer (``formats``) and the contents of every lookup table (``tables``).
 Nothing here imports an emitter.
 """
+
+from HGQ.deploy import steps
+from HGQ.deploy.describe import Tensors, describe, register_deployment
+
+__all__ = ["Tensors", "describe", "register_deployment", "steps"]

@@ -11,11 +11,12 @@ import keras
 from hls4ml.model import ModelGraph
 
 import HGQ.hls4ml_hook.handlers  # noqa: F401  (registers the handlers)
+from HGQ.deploy.describe import registration_of
 from HGQ.deploy.flat_graph import flat_functional
 from HGQ.fixed_point import FLOAT32_EXACT_BITS
 from HGQ.hls4ml_hook import hls4ml_workarounds
-from HGQ.hls4ml_hook.handlers import handler_keys, hgq_conversion
-from HGQ.layers import HBaseLayer, Signature
+from HGQ.hls4ml_hook.handlers import Conversion, hgq_conversion, register_handler
+from HGQ.layers import HBaseLayer
 from HGQ.layers.parallelism import layers_with_parallel_factor, price_mismatch
 from HGQ.layers.replacements import check_only_hgq_layers
 
@@ -75,18 +76,17 @@ def _check_options(io_type: str, bias_accum: int | None, backend: str) -> None:
 
 def _check_convertible(model: keras.Model) -> None:
     """``model``: the flat functional graph (``flat_functional``)."""
-    from hls4ml.converters.keras_v3._base import registry
-
     check_only_hgq_layers(model)
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if handler_keys(type(layer))[0] not in registry:
+        if registration_of(layer) is None:
             raise ValueError(
-                f"Layer '{layer.name}' ({type(layer).__name__}) cannot be converted: hls4ml "
-                "has no handler for this layer class. User-defined HGQ layers need their own "
-                "handler (see the README, 'Deploying with hls4ml')."
+                f"Layer '{layer.name}' ({type(layer).__name__}) cannot be converted: it has "
+                "no deployment description. Register one for user-defined layers with "
+                "HGQ.deploy.register_deployment (see the README, 'Your own layers')."
             )
+        register_handler(type(layer))  # a subclass defined after its base registered
         if isinstance(layer, HBaseLayer) and not layer.pre_activation_quantizer.is_calibrated():
             raise RuntimeError(
                 f"Layer '{layer.name}' is not calibrated, so its integer bits are unknown. "
@@ -132,20 +132,13 @@ def _warn_unpriced_parallelism(model_hls: ModelGraph, model: keras.Model) -> Non
             )
 
 
-def _check_quantizers_kept(model_hls: ModelGraph, model: keras.Model) -> None:
+def _check_quantizers_kept(model_hls: ModelGraph, conversion: Conversion) -> None:
     """Every per-element quantizer HGQ emitted must still be a layer of the hls4ml graph."""
-    for layer in model.layers:
-        if isinstance(layer, HBaseLayer):
-            name = f"{layer.name}_q"
-        elif isinstance(layer, Signature):
-            name = layer.name
-        else:
-            continue
+    for name in conversion.quantizers:
         if name not in model_hls.graph:
             raise RuntimeError(
-                f"hls4ml removed the output quantizer of layer '{layer.name}' while "
-                "converting, so the design would not hold the calibrated formats. Please "
-                "report this with the model."
+                f"hls4ml removed the quantizer '{name}' while converting, so the design "
+                "would not hold the calibrated formats. Please report this with the model."
             )
 
 
@@ -243,7 +236,7 @@ def _convert_flat(
     hls_config["Model"].setdefault("ReuseFactor", 1)
     hls_config["Model"].setdefault("Strategy", strategy)
     outputs = frozenset(t.name for t in model.outputs)
-    with hgq_conversion(outputs), hls4ml_workarounds.conversion_flows():
+    with hgq_conversion(outputs) as conversion, hls4ml_workarounds.conversion_flows():
         model_hls = hls4ml.converters.convert_from_keras_model(
             model,
             output_dir=str(output_dir),
@@ -257,7 +250,7 @@ def _convert_flat(
             allow_v2_fallback=False,
             **hls4ml_kwargs,
         )
-    _check_quantizers_kept(model_hls, model)
+    _check_quantizers_kept(model_hls, conversion)
     _warn_unpriced_parallelism(model_hls, model)
     hls4ml_workarounds.after_conversion(model_hls, model)
     if bias_accum is not None:

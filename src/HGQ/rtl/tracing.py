@@ -1,11 +1,11 @@
 """Trace a calibrated HGQ model into da4ml's fixed-point representation.
 
 The model's flat functional graph (``flat_functional``, as for hls4ml) is walked in
-Keras' own order; each layer's rule (``layer_rules``) maps its symbolic inputs to its
-symbolic output. The firmware's inputs are the formats of the layer each model input
-feeds (HQuantize or Signature): quantizing the raw inputs is the data source's job,
-as it is for any fixed-point design, and ``RTLProject.predict`` does it on the host
-with that same layer.
+Keras' own order; each layer's deployment steps (``HGQ.deploy.describe``, run by
+``step_rules``) map its symbolic inputs to its symbolic output. The firmware's inputs
+are the formats of the layer each model input feeds (HQuantize or Signature):
+quantizing the raw inputs is the data source's job, as it is for any fixed-point
+design, and ``RTLProject.predict`` does it on the host with that same layer.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from da4ml.trace import FixedVariableArray, HWConfig
 from da4ml.trace.tracer import gather_variables
 from da4ml.types import minimal_kif
 
+from HGQ.deploy.describe import Tensors, describe, registration_of
 from HGQ.deploy.flat_graph import flat_functional, graph_of
 from HGQ.fixed_point import FLOAT32_EXACT_BITS
 from HGQ.layers import HQuantize, Signature
 from HGQ.layers.base import FIRST_LAYER_HINT, QLayerBase
 from HGQ.layers.replacements import check_only_hgq_layers
-from HGQ.rtl.layer_rules import rule_for, supported_layers
+from HGQ.rtl.step_rules import run_steps
 
 
 class LayerTrace(NamedTuple):
@@ -107,13 +108,29 @@ def _warn_if_wider_than_float32(layer: Any, widest: int) -> None:
 
 def _check_supported(graph: keras.Model) -> None:
     for layer in graph.layers:
-        if isinstance(layer, keras.layers.InputLayer) or rule_for(layer) is not None:
+        if isinstance(layer, keras.layers.InputLayer) or registration_of(layer) is not None:
             continue
         raise ValueError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) has no RTL (da4ml) form. Layers "
-            f"that convert to RTL: {', '.join(supported_layers())} (and every pooling "
-            "layer). Convert this model with HGQ.hls4ml_hook.convert_from_hgq_model."
+            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be converted: it has no "
+            "deployment description. Register one for user-defined layers with "
+            "HGQ.deploy.register_deployment (see the README, 'Your own layers')."
         )
+
+
+def _run_layer(
+    layer: Any, in_tensors: list[Any], args: list[FixedVariableArray], out_tensor: Any
+) -> FixedVariableArray:
+    """``layer``'s deployment steps on its symbolic inputs."""
+    names = [f"in{n}" for n in range(len(args))]
+    tensors = Tensors(
+        tuple(names),
+        tuple(_element_shape(t) for t in in_tensors),
+        "out",
+        _element_shape(out_tensor),
+    )
+    values = dict(zip(names, args, strict=True))
+    run_steps(describe(layer, tensors), values)
+    return values["out"]
 
 
 def trace_model(
@@ -138,7 +155,7 @@ def trace_model(
                 continue
             args = [values[id(t)] for t in node.input_tensors]
             out_tensor = node.output_tensors[0]
-            output = rule_for(layer)(layer, args, _element_shape(out_tensor))
+            output = _run_layer(layer, node.input_tensors, args, out_tensor)
             values[id(out_tensor)] = output
             delay = max((float(v.latency) for v in output._vars.ravel()), default=0.0)
             cost, widest = _layer_cost(args, output)
