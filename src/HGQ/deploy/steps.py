@@ -1,6 +1,6 @@
 """The vocabulary of deployed arithmetic: steps over named tensors.
 
-A layer's deployment is a short list of these steps (``HGQ.deploy.describe``). Each
+A layer's deployment is a short list of these steps (``HGQ.deploy.descriptions``). Each
 step reads the tensors named in ``inputs`` and writes the one named ``output``, whose
 shape (without the batch axis) is ``shape``; names are unique within a model. The
 emitters (``HGQ.hls4ml_hook``: hls4ml layer dictionaries; ``HGQ.rtl``: a da4ml

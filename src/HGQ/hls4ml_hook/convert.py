@@ -11,7 +11,7 @@ import keras
 from hls4ml.model import ModelGraph
 
 import HGQ.hls4ml_hook.handlers  # noqa: F401  (registers the handlers)
-from HGQ.deploy.describe import registration_of
+from HGQ.deploy.descriptions import registration_of
 from HGQ.deploy.flat_graph import flat_functional
 from HGQ.fixed_point import FLOAT32_EXACT_BITS
 from HGQ.hls4ml_hook import hls4ml_workarounds

@@ -1,7 +1,7 @@
 """The hls4ml emitter: HGQ's deployment steps as hls4ml Keras 3 layer dictionaries.
 
 One handler serves every layer class with a deployment description
-(``HGQ.deploy.describe``): it asks for the layer's steps and writes each as the
+(``HGQ.deploy.descriptions``): it asks for the layer's steps and writes each as the
 hls4ml layers that compute it exactly, one function per step kind. Nothing here
 knows a layer class. Importing this module registers the handler in hls4ml's
 converter registry for every described class (and every class registered later).
@@ -25,7 +25,7 @@ from hls4ml.converters.keras_v3.conv import gen_conv_config
 
 import HGQ.hls4ml_hook.hls4ml_workarounds  # noqa: F401  (registers HGQ's quantizer layer)
 from HGQ.deploy import steps as s
-from HGQ.deploy.describe import Tensors, describe, on_registration
+from HGQ.deploy.descriptions import Tensors, describe, on_registration
 from HGQ.deploy.formats import quantizer_rounding
 from HGQ.hls4ml_hook.formats import HGQ_QUANTIZER, fixed_point_quantizer
 from HGQ.hls4ml_hook.lookup_table import table_step

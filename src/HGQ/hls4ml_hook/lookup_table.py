@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from HGQ.deploy.tables import TableSpec, evaluate, table_spec
-from HGQ.fixed_point import union_format
-from HGQ.layers.activation import MAX_TABLE_INPUT_BITS, HActivation
+from HGQ.tabulated import MAX_TABLE_INPUT_BITS
 
 
 def table_input_values(k: int, i: int, f: int) -> np.ndarray:
@@ -74,9 +73,3 @@ def table_step(
         "input_keras_tensor_names": [source],
         "output_keras_tensor_names": [target],
     }
-
-
-def lookup_table_step(layer: HActivation, source: str, target: str, n_in: int) -> dict[str, Any]:
-    """An hls4ml ``UnaryLUT`` reproducing ``layer.activation`` on its quantized inputs."""
-    kif = union_format(layer.input_source().exact_output_format())
-    return table_step(layer, None, kif, source, target, n_in)

@@ -23,6 +23,7 @@ from HGQ.fixed_point import bit_span
 from HGQ.full_precision import full_precision
 from HGQ.layers.base import HKernelLayer
 from HGQ.layers.parallelism import ParallelFactorMixin
+from HGQ.windows import conv_output_length, same_padding
 
 
 def _as_tuple(value: Any, rank: int, name: str, layer_kind: str) -> tuple[int, ...]:
@@ -36,26 +37,6 @@ def _as_tuple(value: Any, rank: int, name: str, layer_kind: str) -> tuple[int, .
             f"{layer_kind}: {name} must be a positive int or {rank} positive ints, got {value!r}."
         )
     return values
-
-
-def conv_output_length(size: int | None, kernel: int, stride: int, padding: str):
-    """Output length of one spatial axis (None if the input length is unknown)."""
-    if size is None:
-        return None
-    if padding == "same":
-        return -(-size // stride)
-    return (size - kernel) // stride + 1
-
-
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """Zeros before and after one axis for ``padding='same'``.
-
-    Keras (on every backend) pads like TensorFlow: the total is what the last window
-    needs, and the odd one out goes at the end.
-    """
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
 
 
 def correlated_bitwidth_sum(

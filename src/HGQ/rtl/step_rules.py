@@ -22,8 +22,8 @@ from da4ml.trace import FixedVariable, FixedVariableArray
 
 from HGQ.deploy import steps as s
 from HGQ.deploy.tables import TableSpec, evaluate
-from HGQ.layers.activation import MAX_TABLE_INPUT_BITS
-from HGQ.layers.conv import conv_output_length, same_padding
+from HGQ.tabulated import MAX_TABLE_INPUT_BITS
+from HGQ.windows import conv_output_length, same_padding
 
 Rule = Callable[[Any, list[FixedVariableArray]], FixedVariableArray]
 

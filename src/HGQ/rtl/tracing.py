@@ -1,7 +1,7 @@
 """Trace a calibrated HGQ model into da4ml's fixed-point representation.
 
 The model's flat functional graph (``flat_functional``, as for hls4ml) is walked in
-Keras' own order; each layer's deployment steps (``HGQ.deploy.describe``, run by
+Keras' own order; each layer's deployment steps (``HGQ.deploy.descriptions``, run by
 ``step_rules``) map its symbolic inputs to its symbolic output. The firmware's inputs
 are the formats of the layer each model input feeds (HQuantize or Signature):
 quantizing the raw inputs is the data source's job, as it is for any fixed-point
@@ -19,7 +19,7 @@ from da4ml.trace import FixedVariableArray, HWConfig
 from da4ml.trace.tracer import gather_variables
 from da4ml.types import minimal_kif
 
-from HGQ.deploy.describe import Tensors, describe, registration_of
+from HGQ.deploy.descriptions import Tensors, describe, registration_of
 from HGQ.deploy.flat_graph import flat_functional, graph_of
 from HGQ.fixed_point import FLOAT32_EXACT_BITS
 from HGQ.layers import HQuantize, Signature
