@@ -25,13 +25,10 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import hls4ml
 import keras
 import numpy as np
-from hls4ml.model import ModelGraph
-from hls4ml.model.flow import get_flow
 from hls4ml.model.layers import register_layer
 from hls4ml.model.optimizer.passes.bit_exact import _produce_kif, get_input_layers, produce_kif
 from hls4ml.model.optimizer.passes.hgq_proxy_model import FixedPointQuantizer
@@ -41,12 +38,17 @@ from HGQ.fixed_point import exact_int_bits
 from HGQ.hls4ml_hook.formats import HGQ_QUANTIZER
 from HGQ.hls4ml_hook.lookup_table import table_entries
 
+if TYPE_CHECKING:  # hls4ml imports this module while it is itself being imported
+    from hls4ml.model import ModelGraph
+
 #: The hls4ml release every workaround here was checked against.
 CHECKED_ON = "1.3.0"
 
 
 def check_version() -> None:
     """Warn when the installed hls4ml is not the minor release checked here."""
+    import hls4ml
+
     checked_minor = CHECKED_ON.rsplit(".", 1)[0]
     installed = getattr(hls4ml, "__version__", "unknown")
     if not installed.startswith(checked_minor + "."):
@@ -144,6 +146,8 @@ def _quantizer_fusion_disabled() -> Iterator[None]:
     ``SkipOptimizers`` config key but never applies it (``ModelGraph._parse_hls_config``),
     so the passes are taken out of their flows for the duration of the conversion.
     """
+    from hls4ml.model.flow import get_flow
+
     removed = []
     for flow_name, pass_name in QUANTIZER_FUSION_PASSES.items():
         optimizers = get_flow(flow_name).optimizers
