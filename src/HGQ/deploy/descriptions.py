@@ -161,6 +161,11 @@ def quantize_with(name: str, quantizer: HGQuantizer, source: str, tensors: Tenso
     )
 
 
+def _whole(layer: Any, t: Tensors) -> dict[str, Any]:
+    """A one-step layer's step fields: the layer's name, its inputs and its output."""
+    return {"name": layer.name, "inputs": t.inputs, "output": t.output, "shape": t.output_shape}
+
+
 # ------------------------------------------------------------------ kernel layers
 def _kernel_layer(layer: HKernelLayer, t: Tensors) -> list[s.Step]:
     """Dense, Conv, EinsumDense (and their batch-norm-fused forms): linear, ReLU."""
@@ -199,10 +204,7 @@ def _signature(layer: Signature, t: Tensors) -> list[s.Step]:
     """Truncates and wraps its input to the declared formats."""
     return [
         s.Quantize(
-            name=layer.name,
-            inputs=t.inputs,
-            output=t.output,
-            shape=t.output_shape,
+            **_whole(layer, t),
             kif=layer.exact_format(),
             rounding="TRN",
             overflow="WRAP",
@@ -251,16 +253,13 @@ MERGE_OPS = {HAdd: "add", HSubtract: "subtract", HMultiply: "multiply"}
 
 def _merge(layer: Any, t: Tensors) -> list[s.Step]:
     op = next(op for cls, op in MERGE_OPS.items() if isinstance(layer, cls))
-    return [s.Merge(name=layer.name, inputs=t.inputs, output=t.output, shape=t.output_shape, op=op)]
+    return [s.Merge(**_whole(layer, t), op=op)]
 
 
 def _einsum(layer: HEinsum, t: Tensors) -> list[s.Step]:
     return [
         s.Einsum(
-            name=layer.name,
-            inputs=t.inputs,
-            output=t.output,
-            shape=t.output_shape,
+            **_whole(layer, t),
             equation=layer.per_sample_equation,
         )
     ]
@@ -349,10 +348,7 @@ def _attention(layer: HMultiHeadAttention, t: Tensors) -> list[s.Step]:
 def _reshape(layer: QLayerBase, t: Tensors) -> list[s.Step]:
     return [
         s.Reshape(
-            name=layer.name,
-            inputs=t.inputs,
-            output=t.output,
-            shape=t.output_shape,
+            **_whole(layer, t),
             kif=layer.exact_output_format(),
         )
     ]
@@ -361,10 +357,7 @@ def _reshape(layer: QLayerBase, t: Tensors) -> list[s.Step]:
 def _permute(layer: PPermute, t: Tensors) -> list[s.Step]:
     return [
         s.Transpose(
-            name=layer.name,
-            inputs=t.inputs,
-            output=t.output,
-            shape=t.output_shape,
+            **_whole(layer, t),
             perm=tuple(int(d) - 1 for d in layer.dims),
             kif=layer.exact_output_format(),
         )
@@ -375,10 +368,7 @@ def _dropout(layer: PDropout, t: Tensors) -> list[s.Step]:
     """The identity at inference."""
     return [
         s.Identity(
-            name=layer.name,
-            inputs=t.inputs,
-            output=t.output,
-            shape=t.output_shape,
+            **_whole(layer, t),
             kif=layer.exact_output_format(),
         )
     ]
@@ -387,11 +377,7 @@ def _dropout(layer: PDropout, t: Tensors) -> list[s.Step]:
 def _concatenate(layer: PConcatenate, t: Tensors) -> list[s.Step]:
     rank = len(t.output_shape)
     axis = layer.axis % (rank + 1) - (rank + 1)
-    return [
-        s.Concatenate(
-            name=layer.name, inputs=t.inputs, output=t.output, shape=t.output_shape, axis=axis
-        )
-    ]
+    return [s.Concatenate(**_whole(layer, t), axis=axis)]
 
 
 def _pool(layer: _PPoolBase, t: Tensors) -> list[s.Step]:
