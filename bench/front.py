@@ -100,7 +100,7 @@ def firmware_luts(model: keras.Model, yosys: bool = False) -> dict:
 
     with tempfile.TemporaryDirectory() as directory:
         project = convert_to_rtl(model, directory, write=yosys)
-        luts = {"lut_estimate": project.estimate()["lut"]}
+        luts = {"lut_estimate": project.estimate(per_layer=False)["lut"]}
         if yosys:
             luts["lut"] = project.resources()["lut"]
     return luts

@@ -56,7 +56,7 @@ def measure(family: str, beta: float, epochs: int, workdir: str, yosys: bool) ->
     probe = np.concatenate([x_test, far])
     expected = model.predict(probe, verbose=0, batch_size=4096)
     got = np.asarray(project.emulate(probe)).reshape(expected.shape)
-    estimate = project.estimate()
+    estimate = project.estimate(per_layer=False)
     row = {
         "model": family,
         "beta": beta,

@@ -91,7 +91,7 @@ def estimated_luts(model: keras.Model) -> float | None:
     from HGQ.rtl import convert_to_rtl
 
     with tempfile.TemporaryDirectory() as directory:
-        return convert_to_rtl(model, directory, write=False).estimate()["lut"]
+        return convert_to_rtl(model, directory, write=False).estimate(per_layer=False)["lut"]
 
 
 def front_rows(

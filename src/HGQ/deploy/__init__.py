@@ -1,7 +1,7 @@
 """What a model deploys as, independent of the emitter that writes it.
 
 Between the layers (what trains) and the two emitters (``HGQ.hls4ml_hook``, which
-writes hls4ml layer dictionaries, and ``HGQ.rtl``, which traces da4ml circuits):
+writes hls4ml layer dictionaries, and ``HGQ.rtl``, which traces alkaid circuits):
 each layer's inference arithmetic as steps over named tensors (``descriptions``,
 in the vocabulary of ``steps``; ``register_deployment`` adds a user's layer), the
 flat functional graph of any HGQ model (``flat_graph``), the deployed rounding of a

@@ -3,7 +3,7 @@
 A layer's deployment is a short list of these steps (``HGQ.deploy.descriptions``). Each
 step reads the tensors named in ``inputs`` and writes the one named ``output``, whose
 shape (without the batch axis) is ``shape``; names are unique within a model. The
-emitters (``HGQ.hls4ml_hook``: hls4ml layer dictionaries; ``HGQ.rtl``: a da4ml
+emitters (``HGQ.hls4ml_hook``: hls4ml layer dictionaries; ``HGQ.rtl``: an alkaid
 circuit) each implement every step kind once and know no layer class.
 
 Every value is a fixed-point number. A step's result is exact (as wide as its

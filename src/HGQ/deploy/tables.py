@@ -3,7 +3,7 @@
 An element-wise non-linear function (an ``HActivation``'s, an ``HSoftmax``'s
 exponential and reciprocal) is deployed as a table indexed by its input's bits. The
 hls4ml path lays a table out over every code of one input type; the RTL path over
-every value da4ml's interval arithmetic allows. Both are supersets of the values the
+every value alkaid's interval arithmetic allows. Both are supersets of the values the
 input can take, so a table is only *evaluated* where the input can really be (``d <=
 0`` for the exponential of ``x - max(x)``, sums ``0 <= s <= n`` for the reciprocal,
 the calibrated formats for an activation) and holds 0 elsewhere. The values are

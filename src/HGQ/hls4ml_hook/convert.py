@@ -42,8 +42,8 @@ def _check_strategy(strategy: str, bias_accum: int | None) -> str:
     if strategy.lower() == "distributed_arithmetic":
         if importlib.util.find_spec("da4ml") is None:
             raise ImportError(
-                "strategy='distributed_arithmetic' needs da4ml. Install it with: pip "
-                "install 'hgq-keras[rtl]'."
+                "strategy='distributed_arithmetic' needs da4ml (hls4ml 1.3 builds its "
+                "adder trees with it). Install it with: pip install 'hgq-keras[hls4ml]'."
             )
         if bias_accum is not None:
             raise ValueError(

@@ -5,37 +5,47 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import alkaid.codegen.rtl.rtl_model as alkaid_rtl_model
 import keras
 import numpy as np
-from da4ml.codegen import RTLModel
-from da4ml.trace import to_pipeline
-from da4ml.types import CombLogic, Pipeline, minimal_kif
+from alkaid.codegen import RTLModel
+from alkaid.types import CombLogic
 
 from HGQ.rtl.synthesis import synthesize
 from HGQ.rtl.toolchain import verilator_on_path
-from HGQ.rtl.tracing import Traced
+from HGQ.rtl.tracing import Traced, layer_estimate
 
-#: How da4ml's makefile runs verilator. ``-Wall`` is da4ml's; a circuit whose inputs or
-#: outputs are all 0 bits wide (a constant) only draws warnings about empty vectors, so
-#: they are not fatal. The pip wheel's make rules leave the precompiled header's
-#: ``-include`` flag empty (the C++ build then fails on larger designs): set it.
+#: How alkaid's makefile runs verilator. ``-Wall``: every warning shown; a circuit whose
+#: inputs or outputs are all 0 bits wide (a constant) only draws warnings about empty
+#: vectors, so they are not fatal. The pip wheel's make rules leave the precompiled
+#: header's ``-include`` flag empty (the C++ build then fails on larger designs): set it.
 VERILATOR_BUILD_ENV = {
     "VERILATOR_FLAGS": "-Wall -Wno-fatal",
     "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include",
 }
 
-#: da4ml's simulation binder passes every value as a 32-bit integer.
-MAX_SIMULATED_BITS = 32
+#: alkaid's simulation and interpreter pass values as float64: exact up to 53 bits.
+MAX_SIMULATED_BITS = 53
+#: alkaid's simulation binder holds at most 64 bits per port element (checked on write).
+MAX_WRITTEN_BITS = 64
+
+#: The output languages alkaid writes (``flavor``).
+FLAVORS = ("verilog", "vhdl")
+
+# alkaid 0.8.2 reads the verilator version from ``verilator --version`` to choose its
+# warning flags; the pip wheel prints no version number there, so that parse fails.
+# HGQ sets the flags itself (VERILATOR_BUILD_ENV): give alkaid its own default set.
+alkaid_rtl_model.verilator_warn_suppression = lambda: "-Wno-UNUSEDSIGNAL -Wno-ALWNEVER"
 
 
 class RTLProject:
     """A calibrated HGQ model as a multiplier-free (distributed arithmetic) circuit.
 
-    ``write()`` puts the Verilog (and Vivado/Quartus build scripts) in ``path``;
-    ``compile()`` builds a verilator simulation of it; ``predict(x)`` runs that
-    simulation; ``emulate(x)`` runs da4ml's bit-exact interpreter of the same circuit
-    (no compilation); ``estimate()`` gives da4ml's LUT estimate at once and
-    ``resources()`` synthesises it with yosys.
+    ``write()`` puts the Verilog or VHDL (``flavor``; and Vivado/Quartus build scripts)
+    in ``path``; ``compile()`` builds a verilator simulation of it; ``predict(x)`` runs
+    that simulation; ``emulate(x)`` runs alkaid's bit-exact interpreter of the same
+    circuit (no compilation); ``estimate()`` gives alkaid's LUT estimate at once and
+    ``resources()`` synthesises it with yosys (Verilog only).
 
     The firmware takes each model input in the formats of the HQuantize (or
     Signature) it feeds; ``predict`` and ``emulate`` apply that layer on the host.
@@ -51,10 +61,12 @@ class RTLProject:
         clock_period: float,
         part: str,
         spare_port: bool = False,
+        flavor: str = "verilog",
     ):
-        #: Whether the circuit has one extra unused 1-bit input (last), and its
-        #: outputs maybe one extra 1-bit output (last): see ``convert_to_rtl``.
+        #: Whether the circuit has one extra unused 1-bit input and output (last): see
+        #: ``convert_to_rtl``.
         self.spare_port = spare_port
+        self.flavor = flavor
         self.path = Path(path).resolve()
         self.name = name
         self.comb = comb
@@ -63,14 +75,14 @@ class RTLProject:
         self.layers = traced.layers
         self.input_shapes = [x.shape for x in traced.inputs]
         self.output_shapes = [y.shape for y in traced.outputs]
-        self.pipeline: Pipeline | None = (
-            to_pipeline(comb, latency_cutoff, verbose=False) if latency_cutoff else None
-        )
+        self.latency_cutoff = latency_cutoff
+        # alkaid fuses ternary adders first (fewer LUTs), then cuts the pipeline.
         self._rtl = RTLModel(
-            self.pipeline if self.pipeline is not None else comb,
-            name,
+            comb,
             self.path,
-            flavor="verilog",
+            name,
+            flavor=flavor,
+            latency_cutoff=latency_cutoff or -1,
             part_name=part,
             clock_period=clock_period,
             print_latency=False,
@@ -78,10 +90,12 @@ class RTLProject:
         self._written = False
         self._compiled = False
         self._resources: dict[str, Any] | None = None
+        self._per_layer: list[dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ files
     def write(self) -> RTLProject:
-        """Write the Verilog, the memory files of the tables and the build scripts."""
+        """Write the Verilog (or VHDL), its tables and the build scripts."""
+        self._check_width(MAX_WRITTEN_BITS, "written: alkaid's simulation ports hold")
         self.path.mkdir(parents=True, exist_ok=True)
         self._rtl.write()
         self._written = True
@@ -93,21 +107,25 @@ class RTLProject:
         if not self._written:
             self.write()
         with verilator_on_path():
-            self._rtl._compile(verbose=verbose, openmp=False, _env=VERILATOR_BUILD_ENV)
+            self._rtl._compile(verbose=verbose, openmp=False, nproc=1, _env=VERILATOR_BUILD_ENV)
         self._compiled = True
         return self
 
     def _check_simulable(self) -> None:
+        self._check_width(
+            MAX_SIMULATED_BITS, "simulated or emulated: alkaid passes values as float64,"
+        )
+
+    def _check_width(self, limit: int, what_fails: str) -> None:
         for what, qints in (("input", self.comb.inp_qint), ("output", self.comb.out_qint)):
-            kifs = np.array([minimal_kif(q) for q in qints], dtype=np.int64)
+            kifs = np.array([tuple(q.kif) for q in qints], dtype=np.int64)
             width = int(kifs[:, 0].max() + kifs[:, 1].max() + kifs[:, 2].max())
-            if width > MAX_SIMULATED_BITS:
+            if width > limit:
                 raise ValueError(
                     f"The firmware's {what}s span {width} bits (the widest sign, integer and "
-                    f"fractional parts together); da4ml's simulation passes at most "
-                    f"{MAX_SIMULATED_BITS}. The Verilog is still valid (write()), but it "
-                    "cannot be simulated or emulated: narrow the extreme formats of that "
-                    f"{what} (bw_clip)."
+                    f"fractional parts together), so the circuit cannot be {what_fails} "
+                    f"at most {limit} bits. Narrow the extreme formats of that {what} "
+                    "(bw_clip)."
                 )
 
     # -------------------------------------------------------------- inference
@@ -144,10 +162,10 @@ class RTLProject:
         return self._split_outputs(np.asarray(flat, dtype=np.float64))
 
     def emulate(self, x: Any) -> np.ndarray | list[np.ndarray]:
-        """da4ml's bit-exact interpreter of the circuit on ``x`` (nothing to compile).
+        """alkaid's bit-exact interpreter of the circuit on ``x`` (nothing to compile).
 
-        It passes values as da4ml's simulation does, so the same width limit applies
-        (measured: a 48-bit output format came back wrapped, -1.06e12 for 3.55e10).
+        It passes values as float64, as alkaid's simulation does, so the same width
+        limit (53 bits) applies.
         """
         self._check_simulable()
         flat = self.comb.predict(self.firmware_inputs(x), n_threads=1)
@@ -157,40 +175,63 @@ class RTLProject:
     @property
     def stages(self) -> int:
         """Clock cycles from input to output: pipeline stages, 0 when combinational."""
-        return len(self.pipeline.solutions) if self.pipeline is not None else 0
+        if not self.latency_cutoff:
+            return 0
+        return int(self._rtl.latency or 0)
 
-    def estimate(self) -> dict[str, Any]:
-        """da4ml's own resource figures, in milliseconds and without synthesis.
+    def estimate(self, per_layer: bool = True) -> dict[str, Any]:
+        """alkaid's own resource figures, without synthesis.
 
-        ``lut`` is its LUT estimate of the whole circuit (within about 10% of yosys on
-        the models of ``bench/resources.py``), ``per_layer`` the same per layer (name,
-        kind, ``lut_estimate``, ``delay``), ``ff`` the pipeline registers (0 when
-        combinational) and ``delay`` its estimate of the longest path, in adder delays.
-        ``resources()`` adds yosys's counts.
+        ``lut`` is its LUT estimate of the circuit as written (after alkaid fuses
+        three-input adders; milliseconds), ``ff`` the pipeline registers (0 when
+        combinational) and ``delay`` its estimate of the longest path (about ns).
+        ``per_layer`` (left out with ``per_layer=False``: it traces each layer's
+        circuit alone, seconds for a softmax's tables) gives each layer's estimate and
+        the delay at its output; their sum exceeds ``lut`` by what fusing adders across
+        layers saves. ``resources()`` adds yosys's counts.
         """
+        stages = self._rtl.fsm.logic.values()
         return {
-            "lut": float(self.comb.cost),
-            "ff": int(self.pipeline.reg_bits) if self.pipeline is not None else 0,
+            "lut": float(sum(stage.cost for stage in stages)),
+            "ff": int(self._rtl.reg_bits) if self.latency_cutoff else 0,
             "delay": float(max(self.comb.latency, default=0.0)),
-            "per_layer": [layer._asdict() for layer in self.layers],
+            **({"per_layer": self._layer_estimates()} if per_layer else {}),
         }
 
+    def _layer_estimates(self) -> list[dict[str, Any]]:
+        if self._per_layer is None:
+            self._per_layer = [
+                {
+                    "name": layer.name,
+                    "kind": layer.kind,
+                    "lut_estimate": layer_estimate(layer),
+                    "delay": layer.delay,
+                }
+                for layer in self.layers
+            ]
+        return self._per_layer
+
     def resources(self, lut_mapper: str = "abc", dsp: bool = True) -> dict[str, Any]:
-        """LUTs and flip-flops from yosys (UltraScale+), da4ml's estimates and latency.
+        """LUTs and flip-flops from yosys (UltraScale+), alkaid's estimates and latency.
 
         ``lut`` counts LUT1-LUT6 cells (an inverter is a LUT1), ``ff`` flip-flops,
-        ``carry`` carry-chain cells; ``lut_estimate`` is da4ml's own figure for the
+        ``carry`` carry-chain cells; ``lut_estimate`` is alkaid's own figure for the
         whole circuit and ``per_layer`` gives it per layer (yosys flattens the design,
         so its counts are for the whole). ``latency`` gives ``cycles`` (pipeline
-        stages at ``clock_period_ns``; 0 for a combinational circuit) and da4ml's
-        ``delay_estimate`` of the longest path, in its own adder-delay units.
+        stages at ``clock_period_ns``; 0 for a combinational circuit) and alkaid's
+        ``delay_estimate`` of the longest path (about ns).
         ``lut_mapper='abc9'`` maps LUTs as ``synth_xilinx`` does by default (ABC9: a few
         percent more LUTs here, minutes instead of seconds on thousands of LUTs).
         ``dsp`` counts DSP48E2 blocks: yosys puts multiplications of two variables
         (``HMultiply``, ``HEinsum``, the softmax's ``e * r``) into them where it can;
         ``dsp=False`` builds those in LUTs too (``-nodsp``), as EBOPs price them.
-        Constant kernels never need DSPs: da4ml writes them as adder trees.
+        Constant kernels never need DSPs: alkaid writes them as adder trees.
         """
+        if self.flavor != "verilog":
+            raise ValueError(
+                f"resources() synthesises Verilog with yosys; this project writes "
+                f"{self.flavor}. Convert with flavor='verilog' to count LUTs."
+            )
         settings = {"lut_mapper": lut_mapper, "dsp_allowed": dsp}
         if self._resources is None or any(self._resources[k] != v for k, v in settings.items()):
             if not self._written:
@@ -216,10 +257,11 @@ class RTLProject:
         return self._resources
 
     def __repr__(self) -> str:
-        kind = f"{self.stages} pipeline stages" if self.pipeline else "combinational"
+        kind = f"{self.stages} pipeline stages" if self.latency_cutoff else "combinational"
         return (
             f"RTLProject('{self.name}' at {self.path}: {self.comb.shape[0]} inputs -> "
-            f"{self.comb.shape[1]} outputs, {kind}, da4ml estimate {self.comb.cost:.0f} LUTs)"
+            f"{self.comb.shape[1]} outputs, {kind}, {self.flavor}, alkaid estimate "
+            f"{self.estimate(per_layer=False)['lut']:.0f} LUTs)"
         )
 
 

@@ -1,8 +1,8 @@
-"""The RTL emitter: HGQ's deployment steps on da4ml's symbolic fixed-point arrays.
+"""The RTL emitter: HGQ's deployment steps on alkaid's symbolic fixed-point arrays.
 
 Each rule takes one step (``HGQ.deploy.steps``) and its inputs (``FixedVariableArray``
 without batch axis, one per input tensor) and returns the step's output, to the bit:
-da4ml keeps every intermediate exact (interval arithmetic), so the only rounding is
+alkaid keeps every intermediate exact (interval arithmetic), so the only rounding is
 where a ``Quantize`` or ``Table`` step rounds. Nothing here knows a layer class.
 
 Tables are not recomputed here: the layer's own function and quantizer are run in
@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from da4ml.trace import FixedVariable, FixedVariableArray
+from alkaid.trace import FVariable as FixedVariable
+from alkaid.trace import FVArray as FixedVariableArray
 
 from HGQ.deploy import steps as s
 from HGQ.deploy.tables import TableSpec, evaluate
@@ -41,14 +42,15 @@ def quantize_elements(
     """``x`` cast per element to ``kif`` with ap_fixed's rounding and overflow modes.
 
     ``SAT_SYM`` on a 1-bit signed format keeps ``-2^i`` in ap_fixed (its only non-zero
-    value), which is plain saturation; da4ml's symmetric mode would give 0 there.
+    value), which is plain saturation; alkaid's symmetric mode would give 0 there.
     """
     k, i, f = (np.broadcast_to(np.asarray(a, np.int64), x.shape) for a in kif)
+    raw = np.asarray(x)
     out = np.empty(x.shape, dtype=object)
     for index in np.ndindex(x.shape):
         kk, ii, ff = int(k[index]), int(i[index]), int(f[index])
         mode = "SAT" if overflow == "SAT_SYM" and kk == 1 and kk + ii + ff == 1 else overflow
-        out[index] = x._vars[index].quantize(kk, ii, ff, mode, rounding)
+        out[index] = raw[index].quantize(kk, ii, ff, mode, rounding)
     return _wrap(out, x)
 
 
@@ -72,7 +74,7 @@ def apply_table(x: FixedVariableArray, spec: TableSpec) -> FixedVariableArray:
     input can take (padded with its last value); values the layer's arithmetic rules
     out (``spec.reachable``) get 0 instead.
     """
-    flat = list(x._vars.ravel())
+    flat = list(np.asarray(x).ravel())
     longest = max(_grid_size(v) for v in flat)  # checked before any grid is made
     if longest > 2**MAX_TABLE_INPUT_BITS:
         raise ValueError(
@@ -83,7 +85,7 @@ def apply_table(x: FixedVariableArray, spec: TableSpec) -> FixedVariableArray:
     padded = np.stack([np.pad(g, (0, longest - len(g)), mode="edge") for g in grids], axis=1)
     outputs = evaluate(spec, padded.reshape((longest,) + x.shape), quantize=True)
     outputs = outputs.reshape(longest, -1)
-    # A one-entry table (a constant input) gives da4ml's constant.
+    # A one-entry table (a constant input) gives alkaid's constant.
     pairs = enumerate(zip(flat, grids, strict=True))
     looked_up = [v.lookup(outputs[: len(g), n]) for n, (v, g) in pairs]
     return _wrap(np.array(looked_up, dtype=object).reshape(x.shape), x)
@@ -91,7 +93,7 @@ def apply_table(x: FixedVariableArray, spec: TableSpec) -> FixedVariableArray:
 
 # ------------------------------------------------------------------- step rules
 def _explicit_ellipsis(equation: str, data_rank: int) -> str:
-    """``equation`` with ``...`` spelled out in letters it does not use (for da4ml)."""
+    """``equation`` with ``...`` spelled out in letters it does not use."""
     data, rest = equation.split(",", 1)
     if "..." not in data:
         return equation
@@ -107,6 +109,7 @@ def _windows(
     of its inputs in window order, None where ``padding='same'`` pads (as Keras pads:
     the extra element after)."""
     spatial = x.shape[:-1]
+    raw = np.asarray(x)
     pads = (
         [same_padding(n, k, s) for n, k, s in zip(spatial, window, strides, strict=True)]
         if padding == "same"
@@ -125,7 +128,7 @@ def _windows(
                 for o, s, d, (before, _) in zip(out_index, strides, offset, pads, strict=True)
             )
             inside = all(0 <= p < n for p, n in zip(source, spatial, strict=True))
-            row.append(x._vars[source] if inside else None)
+            row.append(raw[source] if inside else None)
         members[out_index] = row
     return out_shape, members
 
@@ -216,7 +219,7 @@ def _row_sum(step: s.RowSum, inputs) -> FixedVariableArray:
 
 def _broadcast(step: s.Broadcast, inputs) -> FixedVariableArray:
     x = inputs[0]
-    return _wrap(np.broadcast_to(x._vars, step.shape).copy(), x)
+    return _wrap(np.broadcast_to(np.asarray(x), step.shape).copy(), x)
 
 
 def _reshape(step: s.Reshape, inputs) -> FixedVariableArray:
@@ -232,7 +235,7 @@ def _identity(step: s.Identity, inputs) -> FixedVariableArray:
 
 
 def _concatenate(step: s.Concatenate, inputs) -> FixedVariableArray:
-    return _wrap(np.concatenate([x._vars for x in inputs], axis=step.axis), inputs[0])
+    return _wrap(np.concatenate([np.asarray(x) for x in inputs], axis=step.axis), inputs[0])
 
 
 #: One rule per step kind: ``(step, inputs) -> output``.

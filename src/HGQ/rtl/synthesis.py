@@ -64,16 +64,15 @@ def synthesize(
     require("pyosys")
     if mapper not in LUT_MAPPERS:
         raise ValueError(f"lut_mapper must be one of {LUT_MAPPERS}, got {mapper!r}.")
-    src = Path(project_dir).resolve() / "src"  # yosys runs in src/memfiles
+    src = Path(project_dir).resolve() / "src"
     sources = sorted(str(p) for p in (src / "static").glob("*.v"))
     sources += sorted(str(p) for p in src.glob("*.v") if not p.stem.endswith("_wrapper"))
     stat = src / "yosys_stat.json"
     stat.unlink(missing_ok=True)
     script = _script(sources, top, family, mapper, dsp, stat)
-    # Tables are read by $readmemh relative to the working directory.
     result = subprocess.run(
         [sys.executable, "-c", _RUNNER, script],
-        cwd=src / "memfiles",
+        cwd=src,
         capture_output=True,
         text=True,
     )

