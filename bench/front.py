@@ -12,7 +12,7 @@ Two ways to get a front, for the digits MLP (64-32-16-10, the demo's) and CNN
 Data as in the issue that set the targets: ``load_digits``, x/16,
 ``train_test_split(test_size=0.25, random_state=0, stratify=y)``, Adam(3e-3), batch 64.
 
-Every kept checkpoint of the scheduled run carries da4ml's LUT estimate (``HGQ.rtl``,
+Every kept checkpoint of the scheduled run carries alkaid's LUT estimate (``HGQ.rtl``,
 no synthesis); ``--luts`` adds it to the fixed-β points, ``--yosys`` synthesises them
 too. EBOPs steer training; the LUTs are what the firmware costs.
 
@@ -95,7 +95,7 @@ def build(model_name: str, beta: float, kernel_init: str) -> keras.Model:
 
 
 def firmware_luts(model: keras.Model, yosys: bool = False) -> dict:
-    """da4ml's LUT estimate of the calibrated ``model`` (and yosys's count if asked)."""
+    """alkaid's LUT estimate of the calibrated ``model`` (and yosys's count if asked)."""
     from HGQ.rtl import convert_to_rtl
 
     with tempfile.TemporaryDirectory() as directory:
@@ -107,7 +107,7 @@ def firmware_luts(model: keras.Model, yosys: bool = False) -> dict:
 
 
 def fixed_beta_point(model_name, beta, epochs, kernel_init, data, seed, luts=0) -> dict:
-    """One model trained at ``beta``; ``luts``: 0 none, 1 da4ml estimate, 2 also yosys."""
+    """One model trained at ``beta``; ``luts``: 0 none, 1 alkaid estimate, 2 also yosys."""
     x_train, x_test, y_train, y_test = data
     keras.utils.set_random_seed(seed)
     model = build(model_name, beta, kernel_init)
@@ -149,7 +149,7 @@ def scheduled_front(model_name, schedule, epochs, kernel_init, data, seed, direc
     )
     # front_rows reloads each checkpoint, recalibrates it (raising unless it gives the
     # recorded EBOPs, the callback's promise) and tests it.
-    rows = front_rows(front, x_fit, x_test, y_test)  # with da4ml's LUT estimate
+    rows = front_rows(front, x_fit, x_test, y_test)  # with alkaid's LUT estimate
     return [{key: value for key, value in row.items() if key != "model"} for row in rows]
 
 
@@ -178,7 +178,7 @@ def best_under(rows: list[dict], budget: float, chosen_by: str, cost: str = "ebo
 
 
 def compare_in_luts(paths: list[str]) -> None:
-    """Accuracy at LUT budgets (da4ml's estimate) of runs saved with ``--json --luts``:
+    """Accuracy at LUT budgets (alkaid's estimate) of runs saved with ``--json --luts``:
     per file and budget, the test accuracy of the best fixed-β point, of the scheduled
     checkpoint chosen on validation accuracy, and the best test accuracy among the
     scheduled checkpoints."""
@@ -234,7 +234,7 @@ def main() -> None:
     parser.add_argument("--hold", type=int, default=20)
     parser.add_argument("--kernel-init", nargs="+", default=["fixed"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--luts", action="store_true", help="add da4ml's LUT estimate")
+    parser.add_argument("--luts", action="store_true", help="add alkaid's LUT estimate")
     parser.add_argument("--yosys", action="store_true", help="and yosys LUTs (fixed β)")
     parser.add_argument("--json", help="write all results to this file")
     parser.add_argument(

@@ -2,7 +2,7 @@
 
 Each case is a small random HGQ model (see ``tests/fuzz_models.py``) that is trained
 briefly, calibrated, and deployed on both paths: converted with hls4ml, compiled and
-its C simulation compared bit for bit with Keras; traced into da4ml (``HGQ.rtl``) and
+its C simulation compared bit for bit with Keras; traced into alkaid (``HGQ.rtl``) and
 its interpreter compared likewise (one case in five also through verilator).
 Outcomes per path: exact, refused (a documented HGQ error), warned, mismatch, crash.
 

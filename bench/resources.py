@@ -3,12 +3,12 @@
 For each model family (``bench/families.py``: MLP, 2D CNN with max pool, 1D CNN with
 average pool, Deep Sets, MLP-Mixer block, softmax head, attention block, gated
 HMultiply; default layer settings) and each β: train with that fixed β on the family's
-teacher task, calibrate (exact EBOPs), convert with ``HGQ.rtl.convert_to_rtl`` (da4ml,
-combinational), check da4ml's interpreter of the circuit against Keras on the test
+teacher task, calibrate (exact EBOPs), convert with ``HGQ.rtl.convert_to_rtl`` (alkaid,
+combinational), check alkaid's interpreter of the circuit against Keras on the test
 set and far outside the calibrated range, then synthesise with yosys (UltraScale+
 LUT6 mapping, ``-nodsp``: products of two variables in LUTs too, as EBOPs price
 them). Printed per point: EBOPs (and the products-only part, the original
-HGQ's EBOPs), yosys LUTs, da4ml's LUT estimate, both ratios; then the ratio ranges
+HGQ's EBOPs), yosys LUTs, alkaid's LUT estimate, both ratios; then the ratio ranges
 and the Pearson correlation of LUTs with EBOPs on logs over all points. A scatter
 plot goes to ``<out>/resources.png``, the rows to ``<out>/resources.json``.
 
@@ -90,7 +90,7 @@ def summary(rows: list[dict]) -> str:
     lines = []
     if collapsed:
         lines.append(f"left out (0 EBOPs, the model collapsed): {', '.join(collapsed)}")
-    for key, label in (("lut", "yosys LUT"), ("lut_estimate", "da4ml estimate")):
+    for key, label in (("lut", "yosys LUT"), ("lut_estimate", "alkaid estimate")):
         if not all(key in r for r in rows):
             continue
         lut = np.array([r[key] for r in rows], dtype=np.float64)
@@ -104,7 +104,7 @@ def summary(rows: list[dict]) -> str:
         lut = np.array([r["lut"] for r in rows], dtype=np.float64)
         estimate = np.array([r["lut_estimate"] for r in rows])
         lines.append(
-            f"yosys LUT / da4ml estimate: {np.min(lut / estimate):.2f} to "
+            f"yosys LUT / alkaid estimate: {np.min(lut / estimate):.2f} to "
             f"{np.max(lut / estimate):.2f}"
         )
     return "\n".join(lines)
@@ -130,7 +130,7 @@ def plot(rows: list[dict], path: str) -> None:
             [r["ebops"] for r in mine],
             [r["lut_estimate"] for r in mine],
             marker="x",
-            label=f"{name} (da4ml estimate)",
+            label=f"{name} (alkaid estimate)",
         )
     axis.set_xscale("log")
     axis.set_yscale("log")
@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--betas", nargs="+", type=float, default=[1e-6, 1e-5, 1e-4])
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--no-yosys", action="store_true", help="da4ml's estimate only")
+    parser.add_argument("--no-yosys", action="store_true", help="alkaid's estimate only")
     parser.add_argument("--out", default="build/resources")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -156,7 +156,7 @@ def main() -> None:
     rows = []
     print(
         f"{'model':<13} {'beta':>7} {'acc':>6} {'EBOPs':>8} {'products':>8} {'LUT':>7} "
-        f"{'da4ml':>7} {'LUT/EBOPs':>9} {'est/EBOPs':>9}  exact"
+        f"{'alkaid':>7} {'LUT/EBOPs':>9} {'est/EBOPs':>9}  exact"
     )
     with tempfile.TemporaryDirectory(prefix="hgq_resources_") as workdir:
         for family in args.models:

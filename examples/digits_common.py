@@ -52,7 +52,7 @@ def verify_deployment(model: keras.Model, x_test: np.ndarray, output_dir: str) -
 def verify_rtl(
     model: keras.Model, x_test: np.ndarray, output_dir: str, ebops: float, cutoff: float = 5.0
 ) -> None:
-    """Verilog through da4ml, its verilator simulation checked bit for bit, then LUTs
+    """Verilog through alkaid, its verilator simulation checked bit for bit, then LUTs
     (yosys, UltraScale+), flip-flops and clock cycles next to the EBOPs."""
     from HGQ.rtl import convert_to_rtl
 
@@ -67,9 +67,9 @@ def verify_rtl(
         print(f"verilator bit-exact: {equal}/{expected.size} outputs ({label})")
     r = project.resources()
     print(
-        f"{ebops:,.0f} EBOPs -> {r['lut']:,} LUTs (yosys; da4ml estimates "
+        f"{ebops:,.0f} EBOPs -> {r['lut']:,} LUTs (yosys; alkaid estimates "
         f"{r['lut_estimate']:,.0f}), {r['ff']:,} flip-flops, {r['latency']['cycles']} clock cycles "
-        f"(pipelined at da4ml delay {cutoff:g} per stage)"
+        f"(pipelined at {cutoff:g} ns of alkaid's estimated delay per stage)"
     )
 
 
@@ -84,9 +84,9 @@ def train_float_reference(
 
 
 def estimated_luts(model: keras.Model) -> float | None:
-    """da4ml's LUT estimate of the calibrated ``model`` as Verilog (no synthesis, well
+    """alkaid's LUT estimate of the calibrated ``model`` as Verilog (no synthesis, well
     under a second for these models), or None without the rtl extra."""
-    if importlib.util.find_spec("da4ml") is None:
+    if importlib.util.find_spec("alkaid") is None:
         return None
     from HGQ.rtl import convert_to_rtl
 
@@ -98,7 +98,7 @@ def front_rows(
     front: ParetoFront, x_calibration: np.ndarray, x_test: np.ndarray, y_test: np.ndarray
 ) -> list[dict[str, Any]]:
     """Each kept checkpoint reloaded, calibrated as ``CalibratedBOPs`` did, and tested;
-    with the rtl extra, also its LUTs as da4ml estimates them (``lut_estimate``)."""
+    with the rtl extra, also its LUTs as alkaid estimates them (``lut_estimate``)."""
     rows = []
     for record in front.front:
         model = keras.models.load_model(record["path"])

@@ -17,7 +17,7 @@ does, the bits of its two operands multiplied: a proxy for the FPGA logic (LUTs)
 the model will need. A 32-bit float network of the same shape costs ~2.8 million.
 
 With the ``rtl`` extra (installed by ``./scripts/demo.sh``) the chosen model is also
-written as Verilog through da4ml, simulated with verilator and checked bit for bit,
+written as Verilog through alkaid, simulated with verilator and checked bit for bit,
 and synthesised with yosys: its LUTs, flip-flops and clock cycles are printed next to
 its EBOPs (``--no-rtl`` skips this).
 
@@ -158,7 +158,7 @@ def main() -> None:
 
     if args.no_rtl:
         return
-    try:  # importing HGQ.rtl needs da4ml; the error names the extra
+    try:  # importing HGQ.rtl needs alkaid; the error names the extra
         from HGQ.rtl import INSTALL_HINT, missing_tools
 
         missing = missing_tools()
@@ -170,7 +170,7 @@ def main() -> None:
         if args.rtl:
             raise SystemExit(1)
         return
-    print(f"\n== Verilog through da4ml, verilator and yosys ({args.output_dir}/rtl)")
+    print(f"\n== Verilog through alkaid, verilator and yosys ({args.output_dir}/rtl)")
     verify_rtl(chosen["model"], x_test, os.path.join(args.output_dir, "rtl"), chosen["ebops"])
 
 

@@ -928,7 +928,7 @@ class Result:
     """What happened to one case on each deployment path.
 
     ``outcome`` is the hls4ml path's (C simulation), ``rtl_outcome`` the RTL path's
-    (da4ml's interpreter, and verilator where ``verilated``); a failure before
+    (alkaid's interpreter, and verilator where ``verilated``); a failure before
     conversion (build, train, calibrate) is both. ``first_line`` is the first line of
     the error, if any.
     """
@@ -1159,7 +1159,7 @@ def _hls4ml_path(case: Case, result: Result, batch, expected, workdir: Path, sta
 
 
 def _rtl_path(case: Case, result: Result, batch, workdir: Path, verilate: bool, stage: list[str]):
-    """Trace into da4ml, emulate (and simulate with verilator when ``verilate``)."""
+    """Trace into alkaid, emulate (and simulate with verilator when ``verilate``)."""
     from HGQ.rtl import convert_to_rtl
 
     stage[0] = "rtl convert"
@@ -1187,7 +1187,7 @@ def run_case(
     """Build, train, calibrate, then deploy on both paths and compare every output.
 
     The hls4ml path converts, compiles and runs the C simulation; the RTL path (when
-    ``rtl`` and da4ml is installed) traces the model into da4ml and runs its bit-exact
+    ``rtl`` and alkaid is installed) traces the model into alkaid and runs its bit-exact
     interpreter, and builds and runs the verilator simulation where ``verilate`` (by
     default one case in five, by seed). Never raises for a failing case: the failure
     is the ``Result``. With ``verbose`` the model summary is printed and the
@@ -1233,7 +1233,7 @@ def run_case(
                 outputs["hls"] = _hls4ml_path(case, result, batch, expected, workdir, stage)
             except Exception as error:  # classified, then the RTL path still runs
                 _classify(result, error, stage[0], sink)
-            if rtl and _has_da4ml():
+            if rtl and _has_alkaid():
                 try:
                     emulated, simulated = _rtl_path(case, result, batch, workdir, verilate, stage)
                     outputs["rtl"] = emulated
@@ -1290,9 +1290,9 @@ def run_case(
     return result
 
 
-def _has_da4ml() -> bool:
+def _has_alkaid() -> bool:
     try:
-        import da4ml  # noqa: F401
+        import alkaid  # noqa: F401
     except ImportError:
         return False
     return True

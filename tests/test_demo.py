@@ -57,7 +57,7 @@ def test_demo_keeps_a_front_writes_figures_and_deploys_bit_exactly(tmp_path):
     exact = re.findall(r"^bit-exact: (\d+)/(\d+) outputs", text, re.M)
     assert len(exact) == 2 and all(a == b == "4500" for a, b in exact), text[-2000:]
     try:
-        import da4ml  # noqa: F401
+        import alkaid  # noqa: F401
     except ImportError:
         assert "no RTL step" in text
         return

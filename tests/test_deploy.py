@@ -55,7 +55,7 @@ def test_every_step_kind_has_an_emitter_on_both_paths():
     kinds = set(step_kinds())
     assert len(kinds) == 17
     assert set(EMITTERS) == kinds
-    pytest.importorskip("da4ml")
+    pytest.importorskip("alkaid")
     from HGQ.rtl.step_rules import RULES
 
     assert set(RULES) == kinds

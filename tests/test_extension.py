@@ -119,7 +119,7 @@ def test_one_registration_deploys_through_hls4ml_bit_exactly(tmp_path, rng):
 
 @pytest.mark.rtl
 def test_one_registration_deploys_to_rtl_bit_exactly(tmp_path, rng):
-    pytest.importorskip("da4ml")
+    pytest.importorskip("alkaid")
     from HGQ.rtl import convert_to_rtl
 
     model = scaled_model(rng)

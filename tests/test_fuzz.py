@@ -31,7 +31,7 @@ def _check_case(seed: int) -> None:
     assert result.outcome in ("exact", "refused", "warned"), (
         f"{result.summary()}\n{result.traceback}\nre-run: python bench/fuzz.py --case {seed}"
     )
-    # The RTL path (da4ml's interpreter; verilator for one seed in five) on the same model.
+    # The RTL path (alkaid's interpreter; verilator for one seed in five) on the same model.
     assert result.rtl_outcome in ("exact", "refused", "warned", "skipped"), (
         f"{result.summary()}\n{result.traceback}\nre-run: python bench/fuzz.py --case {seed}"
     )

@@ -94,7 +94,7 @@ def test_file_saved_with_the_old_default_loads_converts_and_prices_as_before(tmp
     assert costs.products == pytest.approx(recorded["ebops"], rel=1e-12)
     for name in ("conv", "per_position", "token_mix", "head"):
         assert costs.by_layer()[name] == pytest.approx(recorded["by_layer"][name], rel=1e-12)
-    pytest.importorskip("da4ml")
+    pytest.importorskip("alkaid")
     from HGQ.rtl import convert_to_rtl
 
     with pytest.warns(UserWarning, match="parallel_factor=1") as caught:
@@ -105,7 +105,7 @@ def test_file_saved_with_the_old_default_loads_converts_and_prices_as_before(tmp
 
 
 def test_rtl_warns_with_the_lut_multiple_and_not_for_the_default(tmp_path, rng):
-    pytest.importorskip("da4ml")
+    pytest.importorskip("alkaid")
     from HGQ.rtl import convert_to_rtl
 
     x = rng.normal(size=(64, 8, 2)).astype("float32")
@@ -119,7 +119,10 @@ def test_rtl_warns_with_the_lut_multiple_and_not_for_the_default(tmp_path, rng):
         warnings.filterwarnings("error", message=".*EBOPs price.*")
         project = convert_to_rtl(model, tmp_path / "full", write=False)
     estimate = project.estimate()
-    assert estimate["lut"] == pytest.approx(sum(r["lut_estimate"] for r in estimate["per_layer"]))
+    # alkaid optimises the whole circuit across layers (shared terms, fused adders), so
+    # the layers' own estimates add up to it only roughly (da4ml's were additive).
+    layers = sum(r["lut_estimate"] for r in estimate["per_layer"])
+    assert layers == pytest.approx(estimate["lut"], rel=0.1)
     assert estimate["lut"] > 0 and estimate["ff"] == 0
 
 

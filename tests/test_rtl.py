@@ -1,16 +1,19 @@
-"""HGQ.rtl: Verilog through da4ml must compute exactly what the Keras model computes.
+"""HGQ.rtl: Verilog through alkaid must compute exactly what the Keras model computes.
 
 Every layer kind is traced into models below; each model is calibrated, converted,
 built with verilator and compared output by output with Keras inference, on the
 calibration data, on inputs far outside the calibrated range (every layer wraps or
-saturates) and on half-LSB ties of the input grid. da4ml's interpreter (``emulate``)
+saturates) and on half-LSB ties of the input grid. alkaid's interpreter (``emulate``)
 is checked the same way, and on random architectures from the fuzzer's generator.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import fuzz_models as fm
 import keras
@@ -51,7 +54,7 @@ from HGQ import (
 )
 from HGQ.layers import HBaseLayer
 
-pytest.importorskip("da4ml")
+pytest.importorskip("alkaid")
 from HGQ.rtl import convert_to_rtl  # noqa: E402
 
 pytestmark = pytest.mark.rtl
@@ -198,7 +201,7 @@ def test_models_cover_every_rtl_layer_kind():
 
 
 def test_emulation_is_exact(traced):
-    """da4ml's interpreter of the traced circuit against Keras, every probe kind."""
+    """alkaid's interpreter of the traced circuit against Keras, every probe kind."""
     name, model, probes, project = traced
     for kind, x in probes.items():
         arg = x if len(x) > 1 else x[0]
@@ -229,7 +232,7 @@ def test_pipelined_simulation_is_exact_and_resources_counted(tmp_path):
     assert resources["latency"]["cycles"] == project.stages >= 2
     assert resources["ff"] > 0 and resources["ff_estimate"] > 0
     assert resources["lut"] > 0
-    # da4ml's estimate and yosys' mapping count the same adders: same order of size.
+    # alkaid's estimate and yosys' mapping count the same adders: same order of size.
     assert 0.3 < resources["lut"] / resources["lut_estimate"] < 3
     layers = {row["name"]: row for row in resources["per_layer"]}
     assert layers["head"]["lut_estimate"] > 0 and layers["relu"]["lut_estimate"] >= 0
@@ -387,6 +390,46 @@ except ImportError as error:
     assert "HGQ 0.1.0" in result.stdout, result.stderr[-2000:]
     assert "refused: HGQ.rtl needs alkaid" in result.stdout
     assert "pip install 'hgq-keras[rtl]'" in result.stdout
+
+
+# ----------------------------------------------------------------- VHDL, alkaid's CLI
+@pytest.mark.slow
+def test_vhdl_is_written_and_simulated_exactly(tmp_path):
+    """flavor='vhdl' writes VHDL-2008; with ghdl installed (Debian: apt-get install ghdl)
+    alkaid simulates it (ghdl's synthesis, then verilator): every output equal to Keras."""
+    model, probes = _calibrated("mlp")
+    project = convert_to_rtl(model, tmp_path / "vhdl", name="mlp_vhdl", flavor="vhdl")
+    sources = sorted(p.name for p in (tmp_path / "vhdl" / "src").glob("*.vhd"))
+    assert "mlp_vhdl.vhd" in sources and not list((tmp_path / "vhdl" / "src").glob("*.v"))
+    with pytest.raises(ValueError, match="synthesises Verilog with yosys"):
+        project.resources()
+    if shutil.which("ghdl") is None:
+        pytest.skip("ghdl is not installed (Debian: apt-get install ghdl): VHDL written only")
+    project.compile()
+    for kind, x in probes.items():
+        differ, total = _differences(model.predict(x[0], verbose=0), project.predict(x[0]))
+        assert differ == 0, f"vhdl/{kind}: {differ}/{total} outputs differ"
+
+
+@pytest.mark.slow
+def test_alkaid_command_line_converts_a_saved_hgq_model(tmp_path):
+    """alkaid's own converter loads HGQ's plugin (entry point alkaid_keras: HGQ) and
+    builds the circuit convert_to_rtl builds: its check against Keras passes on inputs
+    in the firmware's formats (small integers fit every calibrated input format)."""
+    model, _ = _calibrated("mlp")
+    k, i, f = model.get_layer("inp_q").exact_output_format()
+    assert np.all(f >= 0) and np.all(k + i >= 2)  # -2..1 are representable everywhere
+    path = tmp_path / "mlp.keras"
+    model.save(path)
+    alkaid = shutil.which("alkaid", path=str(Path(sys.executable).parent))
+    command = [alkaid, "convert", str(path), str(tmp_path / "out"), "-n", "2000"]
+    command += ["-ikif", "1", "1", "0", "-lc", "-1", "-v", "1"]
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "loading alkaid_keras plugin: HGQ.rtl.alkaid_plugin:register" in output
+    assert "[0/8000] mismatches" in output, output[-3000:]
 
 
 # ------------------------------------------- hls4ml's distributed arithmetic strategy

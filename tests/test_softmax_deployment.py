@@ -89,7 +89,7 @@ def test_floored_softmax_quantizers_emulate_exactly(floored, tmp_path):
     float32 inside an XLA fusion, which can be an ulp off (1/2 -> 0.49999997, floored
     to 127/256), while the table holds the correctly rounded quotient. Keras now rounds
     the rational ``1 / s`` exactly (``HSoftmax.rounded_reciprocal``)."""
-    pytest.importorskip("da4ml")
+    pytest.importorskip("alkaid")
     from HGQ.rtl import convert_to_rtl
 
     model, x = floored
@@ -110,7 +110,7 @@ def test_softmax_of_a_wide_input_converts_to_rtl(int_bits, tmp_path):
     arithmetic and the exponential's table was built there too: float32 ``exp``
     overflows above 88.7, and da4ml's lookup crashed ('low nan must be less than high
     nan'). The table is now built over ``d <= 0`` only, the values that occur."""
-    pytest.importorskip("da4ml")
+    pytest.importorskip("alkaid")
     from HGQ.rtl import convert_to_rtl
 
     rng = np.random.default_rng(int_bits)
@@ -132,7 +132,7 @@ def exponential_activation() -> keras.Model:
 @pytest.mark.rtl
 def test_non_finite_table_entry_is_refused_by_name_on_the_rtl_path(tmp_path):
     """It crashed inside da4ml before ('low nan must be less than high nan')."""
-    pytest.importorskip("da4ml")
+    pytest.importorskip("alkaid")
     from HGQ.rtl import convert_to_rtl
 
     model = exponential_activation()
@@ -196,11 +196,11 @@ def test_softmax_fractional_bits_beyond_the_exact_reciprocal_are_refused():
 @pytest.mark.parametrize("function", ["exponential", "tanh", "sigmoid", "elu", "gelu", "silu"])
 def test_floored_activation_reads_the_deployed_table(function, tmp_path):
     """Every input of a 12-bit grid through ``HActivation(function)`` with a floor output
-    quantizer: Keras's compiled ``predict`` equals the RTL table (da4ml's interpreter)
+    quantizer: Keras's compiled ``predict`` equals the RTL table (alkaid's interpreter)
     on all of them. Inference reads the function from the same standalone values the
     tables hold (``HGQ.tabulated``); on JAX these six also agreed without that, so this
     guards the mechanism rather than reproducing a measured failure."""
-    pytest.importorskip("da4ml")
+    pytest.importorskip("alkaid")
     from HGQ.rtl import convert_to_rtl
 
     inp = keras.Input((8,))
@@ -220,7 +220,7 @@ def test_too_wide_softmax_table_is_refused_before_any_grid_is_made(tmp_path):
     """A softmax on a 29-bit input: the RTL rule built every element's grid of 2^29
     values before checking the 2^16 limit, and fuzzer seed 3078 was killed by the
     kernel at 20 GB. The sizes are now checked first; the refusal names the layer."""
-    pytest.importorskip("da4ml")
+    pytest.importorskip("alkaid")
     from HGQ.rtl import convert_to_rtl
 
     inp = keras.Input((6,))

@@ -77,7 +77,7 @@ def convert_to_rtl(
         )
     if not name.isidentifier():
         raise ValueError(f"name must be a Verilog identifier (letters, digits, _), got {name!r}.")
-    traced = trace_model(model, HWConfig(1, 1, -1), {"hard_dc": int(delay_constraint)})
+    traced = trace_model(model, HWConfig(1, 1, -1), solver_options(delay_constraint))
     for layer in layers_with_parallel_factor(model):
         message = price_mismatch(layer, "the RTL circuit (fully parallel)", layer.positions)
         if message:
@@ -106,6 +106,14 @@ def convert_to_rtl(
         flavor=flavor,
     )
     return project.write() if write else project
+
+
+def solver_options(delay_constraint: int) -> dict[str, Any]:
+    """alkaid's options for the constant-matrix products. Its packing of one-bit inputs
+    into LUTs (``binary_lut``) is off: in alkaid 0.8.2 it fails on signed one-bit inputs
+    (an assertion in its lookup) and on rows whose varying inputs all have weight 0
+    (bench/alkaid_options.py measures what it would save)."""
+    return {"hard_dc": int(delay_constraint), "binary_lut": False}
 
 
 def _width(qint: Any) -> int:

@@ -141,8 +141,29 @@ def _with_bias(y: FixedVariableArray, bias: np.ndarray | None) -> FixedVariableA
     return y if bias is None else y + bias
 
 
+def _matmul(x: FixedVariableArray, kernel: np.ndarray) -> FixedVariableArray:
+    """``x @ kernel`` row by row, with constant inputs and inputs whose kernel row is 0
+    folded on the host: alkaid 0.8.2's constant-matrix solver fails on a row in which
+    no input both varies and has a non-zero weight."""
+    raw = np.asarray(x)
+    rows = raw.reshape(-1, raw.shape[-1])
+    out = np.empty((rows.shape[0], kernel.shape[-1]), dtype=object)
+    used = np.any(kernel != 0, axis=1)
+    for r, row in enumerate(rows):
+        constant = np.array([float(v.low) == float(v.high) for v in row])
+        base = np.zeros(kernel.shape[-1])
+        for j in np.flatnonzero(constant & used):
+            base = base + float(row[j].low) * kernel[j]
+        live = np.flatnonzero(~constant & used)
+        if live.size == 0:
+            out[r] = base
+            continue
+        out[r] = np.asarray(_wrap(row[live], x) @ kernel[live] + base)
+    return _wrap(out.reshape(raw.shape[:-1] + (kernel.shape[-1],)), x)
+
+
 def _dense(step: s.Dense, inputs) -> FixedVariableArray:
-    return _with_bias(inputs[0] @ step.kernel, step.bias)
+    return _with_bias(_matmul(inputs[0], step.kernel), step.bias)
 
 
 def _conv(step: s.Conv, inputs) -> FixedVariableArray:
@@ -154,7 +175,7 @@ def _conv(step: s.Conv, inputs) -> FixedVariableArray:
     patches = np.empty(out_shape + (math.prod(window) * x.shape[-1],), dtype=object)
     for index in np.ndindex(out_shape):
         patches[index] = np.concatenate([zeros if m is None else m for m in members[index]])
-    y = _wrap(patches, x) @ kernel.reshape(-1, kernel.shape[-1])
+    y = _matmul(_wrap(patches, x), kernel.reshape(-1, kernel.shape[-1]))
     return _with_bias(y, step.bias)
 
 
