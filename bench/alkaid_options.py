@@ -1,10 +1,11 @@
 """What each of alkaid's LUT-saving options changes, in yosys LUTs.
 
 For each model family (``bench/families.py``) at one β: train, calibrate, trace with
-``HGQ.rtl`` and write the circuit three times: as ``convert_to_rtl`` does (every
-option on), without fusing three-input adders (``ternary_fuse=False``), and with alkaid's
-packing of sums of one-bit inputs into LUTs (``binary_lut``, off in ``convert_to_rtl``:
-it fails on some circuits in alkaid 0.8.2; a failure is reported, not fatal). Each is synthesised
+``HGQ.rtl`` and write the circuit three times: as ``convert_to_rtl`` does, with alkaid's
+fusion of three-input adders (``ternary_fuse=True``, alkaid's default, off in
+``convert_to_rtl``), and with alkaid's packing of sums of one-bit inputs into LUTs
+(``binary_lut``, off in ``convert_to_rtl``: it fails on some circuits in alkaid 0.8.2; a
+failure is reported, not fatal). Each is synthesised
 with yosys (``-nodsp``) and checked with alkaid's interpreter against Keras.
 
     KERAS_BACKEND=jax .venv/bin/python bench/alkaid_options.py [--models mlp ...]
@@ -34,9 +35,9 @@ from HGQ.rtl.synthesis import synthesize
 from HGQ.rtl.tracing import trace_model
 
 VARIANTS = {
-    "default": ({}, True),
-    "no ternary fusion": ({}, False),
-    "binary LUTs": ({"binary_lut": None}, True),
+    "default": ({}, False),
+    "ternary fusion": ({}, True),
+    "binary LUTs": ({"binary_lut": None}, False),
 }
 
 

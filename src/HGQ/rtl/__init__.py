@@ -62,6 +62,7 @@ def convert_to_rtl(
     from alkaid.trace import FVArray, HWConfig, trace
 
     from HGQ.layers.parallelism import layers_with_parallel_factor, price_mismatch
+    from HGQ.rtl.alkaid_workarounds import check_version
     from HGQ.rtl.project import FLAVORS, RTLProject
     from HGQ.rtl.tracing import trace_model
 
@@ -77,6 +78,7 @@ def convert_to_rtl(
         )
     if not name.isidentifier():
         raise ValueError(f"name must be a Verilog identifier (letters, digits, _), got {name!r}.")
+    check_version()
     traced = trace_model(model, HWConfig(1, 1, -1), solver_options(delay_constraint))
     for layer in layers_with_parallel_factor(model):
         message = price_mismatch(layer, "the RTL circuit (fully parallel)", layer.positions)

