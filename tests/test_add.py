@@ -202,6 +202,7 @@ def residual_model():
     return keras.Model([x_in, y_in], [out1, out2])
 
 
+@pytest.mark.slow
 def test_residual_model_trains_calibrates_saves_and_loads(tmp_path, rng):
     model = residual_model()
     x = rng.normal(size=(64, 6)).astype("float32")

@@ -311,6 +311,7 @@ def test_training_surrogate_prices_the_batch_folded_kernel(rng):
 
 
 # ------------------------------------------------------------ save / load
+@pytest.mark.slow
 def test_save_load_round_trip_after_training_and_calibration(tmp_path, rng):
     inp = keras.Input((8, 2))
     x = HQuantize(name="inp_q")(inp)

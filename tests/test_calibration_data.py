@@ -271,6 +271,7 @@ def test_bad_bops_reg_factor_is_named(beta):
         HDense(2, bops_reg_factor=beta)
 
 
+@pytest.mark.slow
 def test_calibrated_bops_reads_a_dataset_every_epoch():
     zeta, alpha = two_input_data()
     dataset = tf.data.Dataset.from_tensor_slices({"alpha": alpha, "zeta": zeta}).batch(64)

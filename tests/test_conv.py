@@ -346,6 +346,7 @@ def test_inference_equals_exact_reference_in_and_out_of_range(rank, widths, rng)
 
 
 # ------------------------------------------------------------ save / load
+@pytest.mark.slow
 def test_save_load_round_trip_after_training_and_calibration(tmp_path, rng):
     inp = keras.Input((8, 2))
     x = HQuantize(name="inp_q")(inp)

@@ -5,7 +5,7 @@ random quantizer configs (inner quantizers, global defaults and dtype policies t
 each case trains, calibrates, deploys on both paths (hls4ml C simulation, and
 ``HGQ.rtl``'s interpreter, with verilator for one seed in five) and compares every
 output exactly on in-range, far out-of-range, half-LSB-tie and zero inputs, plus a
-``.keras`` round trip. A handful of fixed seeds run by default, a
+``.keras`` round trip. One fixed seed runs by default, a
 larger fixed set is marked slow. Re-run a failing seed with
 ``python bench/fuzz.py --case SEED``. The benchmark's own runs use other seeds
 (1000 and up), so these stay an independent sample.
@@ -18,8 +18,8 @@ from collections import Counter
 import fuzz_models as fm
 import pytest
 
-DEFAULT_SEEDS = (1, 2, 3)
-SLOW_SEEDS = tuple(range(100, 130))
+DEFAULT_SEEDS = (2,)
+SLOW_SEEDS = (1, 3, *range(100, 130))
 SELF_TEST_SEEDS = range(500, 540)
 
 
@@ -48,6 +48,7 @@ def test_random_model_is_exact_or_refused_many(seed):
     _check_case(seed)
 
 
+@pytest.mark.slow
 def test_generator_covers_every_layer_and_structure():
     """Without compiling anything: the generator really draws every public layer kind
     and every structure (several inputs/outputs, fan-out, Sequential, zero widths, ...),

@@ -51,6 +51,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_guide_snippet_with_keras_import():
     result = _run(GUIDE_SNIPPET.format(sequential_module="keras.models"))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -64,6 +64,7 @@ def front(tmp_path_factory) -> tuple[list[dict], np.ndarray, Path]:
     return rows, x_fit[:1080], output
 
 
+@pytest.mark.slow
 def test_front_rows_are_complete_and_on_disk(front):
     rows, _, output = front
     assert rows
@@ -76,6 +77,7 @@ def test_front_rows_are_complete_and_on_disk(front):
     assert on_disk == sorted(os.path.basename(r["path"]) for r in rows)
 
 
+@pytest.mark.slow
 def test_front_ebops_are_those_of_the_reloaded_checkpoints(front):
     rows, x_calib, _ = front
     for row in rows:
@@ -83,6 +85,7 @@ def test_front_ebops_are_those_of_the_reloaded_checkpoints(front):
         assert compute_bops(loaded, x_calib, bsz=270, verbose=False) == row["ebops"]
 
 
+@pytest.mark.slow
 def test_front_is_non_dominated(front):
     rows, _, _ = front
     for a in rows:
@@ -90,6 +93,7 @@ def test_front_is_non_dominated(front):
             assert not (a["val_accuracy"] > b["val_accuracy"] and a["ebops"] < b["ebops"])
 
 
+@pytest.mark.slow
 def test_front_models_beat_chance_on_the_test_split(front):
     rows, _, _ = front
     for row in rows:
@@ -97,6 +101,7 @@ def test_front_models_beat_chance_on_the_test_split(front):
         assert row["test_accuracy"] > 0.3, row
 
 
+@pytest.mark.slow
 def test_front_plot_is_saved(front):
     pytest.importorskip("matplotlib")
     _, _, output = front

@@ -139,6 +139,7 @@ def test_mlp_ebops_are_the_original_definition(rng):
     assert float(costs) == costs.products == sum(r.parts.get("products", 0) for r in costs.rows)
 
 
+@pytest.mark.slow
 def test_pool_penalty_reaches_the_layer_before_it(rng):
     """The pool has no β: its cost is penalised with that of the layer feeding it, so
     training shrinks that layer's output bits where the pool sums them."""

@@ -18,7 +18,8 @@ import pytest
 from HGQ import HActivation, HDense, HQuantize
 from HGQ.bops import ResetMinMax, compute_bops
 
-POLICIES = ["mixed_float16", "mixed_bfloat16", "bfloat16"]
+# The default run covers both mixed policies; pure bfloat16 runs with the slow tests.
+POLICIES = ["mixed_float16", "mixed_bfloat16", pytest.param("bfloat16", marks=pytest.mark.slow)]
 # Wide formats: values with more significant bits than float16 or bfloat16 keep.
 WIDE = {"init_bw": 8}
 

@@ -73,6 +73,7 @@ def test_configuration_without_the_key_loads_with_the_old_default():
         assert type(layer).from_config(config).parallel_factor == 1
 
 
+@pytest.mark.slow
 def test_file_saved_with_the_old_default_loads_converts_and_prices_as_before(tmp_path):
     """``data/old_default_factor.keras`` was saved by the library before this change
     (``data/make_old_default_factor.py``, run on commit 6755544): a convolution, an

@@ -44,6 +44,7 @@ def test_toy_set_shapes_classes_and_determinism():
     assert np.array_equal(x, x2) and np.array_equal(y, y2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EPOCHS))
 def test_taggers_learn_the_toy_set_and_report_exact_ebops(name, trained):
     result = trained[name]

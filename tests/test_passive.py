@@ -537,6 +537,7 @@ def test_avgpool_with_same_padding_needing_no_pad_is_exact(rng):
     np.testing.assert_array_equal(model.predict(x, verbose=0), expected.sum(axis=3) / 4)
 
 
+@pytest.mark.slow
 def test_model_with_every_passive_layer_saves_and_loads(tmp_path, rng):
     inp = keras.Input((4, 4, 2))
     x = HActivation("relu")(HQuantize(name="inp_q")(inp))

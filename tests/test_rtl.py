@@ -9,6 +9,7 @@ is checked the same way, and on random architectures from the fuzzer's generator
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -166,7 +167,10 @@ def _differences(expected, got) -> tuple[int, int]:
     return differ, sum(e.size for e in expected)
 
 
+@functools.cache
 def _calibrated(name: str, seed: int = 0):
+    """A trained, scrambled and calibrated test model with its probes (made once per
+    worker: the tests below only read it)."""
     rng = np.random.default_rng(seed)
     keras.utils.set_random_seed(seed)
     model = MODELS[name]()
@@ -179,13 +183,24 @@ def _calibrated(name: str, seed: int = 0):
     return model, _probes(model, x, rng)
 
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
+# The default run traces two models; the slow run all five.
+SLOW_MODELS = ("attention", "cnn1d", "cnn2d")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(name, marks=[pytest.mark.slow] if name in SLOW_MODELS else [])
+        for name in sorted(MODELS)
+    ],
+)
 def traced(request, tmp_path_factory):
     model, probes = _calibrated(request.param)
     project = convert_to_rtl(model, tmp_path_factory.mktemp(request.param), name=request.param)
     return request.param, model, probes, project
 
 
+@pytest.mark.slow
 def test_models_cover_every_rtl_layer_kind():
     """The models above use every layer class that has a deployment description."""
     from HGQ.deploy.descriptions import registered_classes
@@ -249,7 +264,9 @@ def test_combinational_circuit_has_no_flip_flops(tmp_path):
     assert resources["lut"] > 0 and resources["latency"]["delay_estimate"] > 0
 
 
-@pytest.mark.parametrize("seed", (1, 2, 4, 6, 7, 9, 11, 14))
+@pytest.mark.parametrize(
+    "seed", [2, 11, *(pytest.param(s, marks=pytest.mark.slow) for s in (1, 4, 6, 7, 9, 14))]
+)
 def test_random_models_emulate_exactly(seed, tmp_path):
     """The fuzzer's random architectures (also probed with ties and zeros)."""
     case = fm.generate_case(seed)

@@ -193,7 +193,16 @@ def test_softmax_fractional_bits_beyond_the_exact_reciprocal_are_refused():
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("function", ["exponential", "tanh", "sigmoid", "elu", "gelu", "silu"])
+@pytest.mark.parametrize(
+    "function",
+    [
+        "elu",
+        *(
+            pytest.param(f, marks=pytest.mark.slow)
+            for f in ("exponential", "tanh", "sigmoid", "gelu", "silu")
+        ),
+    ],
+)
 def test_floored_activation_reads_the_deployed_table(function, tmp_path):
     """Every input of a 12-bit grid through ``HActivation(function)`` with a floor output
     quantizer: Keras's compiled ``predict`` equals the RTL table (alkaid's interpreter)

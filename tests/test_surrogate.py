@@ -136,6 +136,7 @@ def test_activation_surrogate_bitwidth_equals_the_calibrated_width():
     assert (expected == 0).sum() < n and expected.max() >= 10
 
 
+@pytest.mark.slow
 def test_logged_bops_of_the_last_epoch_match_the_exact_ebops_on_digits():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
