@@ -259,8 +259,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add(
         "--data",
         metavar="PATH",
-        help="local copy of hls4ml_lhc_jets_hlf (.arff, .arff.gz, .csv); "
-        "default: download it from OpenML",
+        help="local copy of hls4ml_lhc_jets_hlf (.arff, .arff.gz, .csv) or an .npz of "
+        "jets (arrays x, y; see HGQ.datasets.load_jet_tagging); default: download it from OpenML",
     )
     add("--data-home", metavar="DIR", help="scikit-learn's download cache for the download")
     add("--beta0", type=float, default=BETA0, help="β while held (default: %(default)g)")

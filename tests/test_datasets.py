@@ -92,11 +92,47 @@ def _expected_split(x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
     return train_test_split(x, labels, test_size=0.2, random_state=42)
 
 
-@pytest.fixture(params=["arff", "arff.gz", "csv"])
+def _write_npz(directory: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    """Integer labels in the hls4ml order, no names (the plain layout)."""
+    path = directory / "jets.npz"
+    np.savez(path, x=x.astype(np.float32), y=np.array([EXPECTED_INDEX[c] for c in y]))
+    return path
+
+
+def _write_npz_named(directory: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    """Labels index the file's own class_names, in another order than hls4ml's."""
+    order = ["z", "q", "w", "g", "t"]
+    path = directory / "jets_named.npz"
+    labels = np.array([order.index(c) for c in y], dtype=np.int64)
+    np.savez(path, x=x.astype(np.float32), y=labels, class_names=order, feature_names=FEATURES)
+    return path
+
+
+def _write_npz_one_hot(directory: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    path = directory / "jets_one_hot.npz"
+    one_hot = np.zeros((len(y), 5), dtype=np.float32)
+    one_hot[np.arange(len(y)), [EXPECTED_INDEX[c] for c in y]] = 1
+    np.savez(path, x=x.astype(np.float32), y=one_hot)
+    return path
+
+
+WRITERS = {
+    "arff": _write_arff,
+    "arff.gz": _write_arff_gz,
+    "csv": _write_csv,
+    "npz": _write_npz,
+    "npz named": _write_npz_named,
+    "npz one-hot": _write_npz_one_hot,
+}
+
+
+@pytest.fixture(params=sorted(WRITERS))
 def jet_file(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     x, y = _raw()
-    writer = {"arff": _write_arff, "arff.gz": _write_arff_gz, "csv": _write_csv}[request.param]
-    return writer(tmp_path, x, y), x, y
+    path = WRITERS[request.param](tmp_path, x, y)
+    if path.suffix == ".npz":  # stored as float32, as the shared and generated files are
+        x = x.astype(np.float32).astype(np.float64)
+    return path, x, y
 
 
 def test_class_order_is_label_encoder_order():
@@ -182,6 +218,46 @@ def test_unknown_class_name(tmp_path: Path):
     x, y = _raw()
     path = _write_csv(tmp_path, x, np.where(y == "g", "b", y))
     with pytest.raises(ValueError, match="Unknown jet class names.*'b'"):
+        load_jet_tagging(path=path)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"x": np.zeros((4, 16))}, "no array 'y'"),
+        ({"features": np.zeros((4, 16)), "y": np.zeros(4, int)}, "no array 'x'"),
+        ({"x": np.zeros((4, 15)), "y": np.zeros(4, int)}, r"'x' must be a numeric \(jets, 16\)"),
+        (
+            {"x": np.zeros((4, 16)), "y": np.zeros(3, int)},
+            r"one integer label per jet, shape \(4,\)",
+        ),
+        ({"x": np.zeros((4, 16)), "y": np.zeros(4)}, "got float64 of shape"),
+        ({"x": np.zeros((4, 16)), "y": np.array([0, 1, 5, -1])}, r"labels \[-1, 5\] are outside"),
+        (
+            {"x": np.zeros((2, 16)), "y": np.array([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])},
+            "one-hot row",
+        ),
+        (
+            {"x": np.zeros((2, 16)), "y": np.array([0, 1]), "class_names": ["g", "b"]},
+            "Unknown jet class names.*'b'",
+        ),
+        (
+            {"x": np.zeros((2, 16)), "y": np.array([0, 1]), "feature_names": FEATURES[:3]},
+            "'feature_names' lists 3 names",
+        ),
+    ],
+)
+def test_npz_errors_name_the_array_and_the_fix(tmp_path: Path, arrays: dict, message: str):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=message):
+        load_jet_tagging(path=path)
+
+
+def test_unreadable_npz_is_named(tmp_path: Path):
+    path = tmp_path / "broken.npz"
+    path.write_bytes(b"not a zip archive")
+    with pytest.raises(ValueError, match="broken.npz.*as a NumPy .npz"):
         load_jet_tagging(path=path)
 
 

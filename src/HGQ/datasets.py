@@ -135,8 +135,13 @@ def load_jet_tagging(
     Args:
         path: A local copy to read instead of downloading: the ARFF file as OpenML serves it
             (``.arff`` or gzipped ``.arff.gz``), or a CSV (``.csv``/``.csv.gz``) with a header
-            row. Either must hold 16 numeric feature columns and a ``class`` column of class
-            names from :data:`JET_CLASSES`. ``None`` fetches the data through scikit-learn.
+            row; either must hold 16 numeric feature columns and a ``class`` column of class
+            names from :data:`JET_CLASSES`. Or a NumPy ``.npz`` with arrays ``x`` (jets x 16
+            features) and ``y`` (integer labels, or one-hot rows); its optional
+            ``class_names`` name the labels (label ``i`` is ``class_names[i]``, mapped to the
+            :data:`JET_CLASSES` order; without it labels 0-4 are g, q, t, w, z) and its
+            optional ``feature_names`` must list 16 names. ``None`` fetches the data
+            through scikit-learn.
         data_home: scikit-learn's download cache directory, used only when ``path`` is
             ``None`` (default: ``$SCIKIT_LEARN_DATA`` or ``~/scikit_learn_data``).
         test_size: Fraction (float) or number (int) of jets held out, passed to
@@ -151,8 +156,9 @@ def load_jet_tagging(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is unreadable as ARFF/CSV, lacks the ``class`` column, has other
-            than 16 feature columns, non-numeric features or unknown class names.
+        ValueError: the file is unreadable as ARFF/CSV/npz, lacks the ``class`` column (the
+            ``x`` or ``y`` array), has other than 16 feature columns, non-numeric features,
+            labels outside the classes or unknown class names.
         DatasetUnavailableError: ``path`` is ``None`` and the download failed (for instance
             on a machine without internet access); the original error is chained.
     """
@@ -235,10 +241,12 @@ def _read_local_copy(path: Path) -> tuple[np.ndarray, np.ndarray]:
     suffixes = [s.lower() for s in path.suffixes]
     compressed = bool(suffixes) and suffixes[-1] == ".gz"
     kind = suffixes[-2] if compressed and len(suffixes) >= 2 else (suffixes or [""])[-1]
+    if kind == ".npz" and not compressed:
+        return _read_npz(path)
     if kind not in (".arff", ".csv"):
         raise ValueError(
             f"Cannot tell the format of {str(path)!r}: expected a name ending in .arff, "
-            ".arff.gz, .csv or .csv.gz."
+            ".arff.gz, .csv, .csv.gz or .npz."
         )
     opener = gzip.open if compressed else open
     try:
@@ -248,6 +256,51 @@ def _read_local_copy(path: Path) -> tuple[np.ndarray, np.ndarray]:
             return _parse_csv(stream, path)
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
         raise ValueError(f"Cannot read {str(path)!r}: {err}") from err
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``x``, ``y`` and the optional ``class_names``/``feature_names`` of an ``.npz``;
+    the labels come back as class names, so that every format is encoded the same way."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Cannot read {str(path)!r} as a NumPy .npz archive: {err}") from err
+    missing = [key for key in ("x", "y") if key not in arrays]
+    if missing:
+        raise ValueError(
+            f"{str(path)!r} has no array {' or '.join(map(repr, missing))} (found "
+            f"{sorted(arrays)}); expected 'x' (jets x {_N_FEATURES} features) and 'y' "
+            "(integer labels or one-hot rows)."
+        )
+    x, y = arrays["x"], arrays["y"]
+    if x.ndim != 2 or x.shape[1] != _N_FEATURES or not np.issubdtype(x.dtype, np.number):
+        raise ValueError(
+            f"{str(path)!r}: 'x' must be a numeric (jets, {_N_FEATURES}) array, got "
+            f"{x.dtype} of shape {x.shape}."
+        )
+    if "feature_names" in arrays and len(arrays["feature_names"]) != _N_FEATURES:
+        raise ValueError(
+            f"{str(path)!r}: 'feature_names' lists {len(arrays['feature_names'])} names for "
+            f"{_N_FEATURES} feature columns."
+        )
+    names = [str(n) for n in arrays.get("class_names", JET_CLASSES)]
+    if y.ndim == 2 and y.shape[1] == len(names) and np.all((y == 0) | (y == 1)):
+        if not np.all(y.sum(axis=1) == 1):
+            raise ValueError(f"{str(path)!r}: a one-hot row of 'y' has other than one 1.")
+        y = np.argmax(y, axis=1)
+    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"{str(path)!r}: 'y' must hold one integer label per jet, shape ({len(x)},), or "
+            f"one-hot rows, shape ({len(x)}, {len(names)}); got {y.dtype} of shape {y.shape}."
+        )
+    outside = y[(y < 0) | (y >= len(names))]
+    if outside.size:
+        raise ValueError(
+            f"{str(path)!r}: labels {sorted(set(outside.tolist()))[:10]} are outside 0.."
+            f"{len(names) - 1}, the classes {names}."
+        )
+    return np.asarray(x, dtype=np.float64), np.asarray(names, dtype=object)[y]
 
 
 def _parse_arff(stream: TextIO, path: Path) -> tuple[np.ndarray, np.ndarray]:
