@@ -27,9 +27,9 @@ import keras
 import numpy as np
 from alkaid.codegen import RTLModel
 from alkaid.trace import HWConfig, trace
-from families import FAMILIES, SET_FAMILIES, teacher_data
+from families import FAMILIES, train_family
 
-from HGQ.bops import ResetMinMax, compute_bops
+from HGQ.bops import compute_bops
 from HGQ.rtl import solver_options
 from HGQ.rtl.synthesis import synthesize
 from HGQ.rtl.tracing import trace_model
@@ -42,14 +42,7 @@ VARIANTS = {
 
 
 def measure(family: str, beta: float, epochs: int, workdir: str) -> dict:
-    build, sample_shape = FAMILIES[family]
-    x_train, x_test, y_train, _ = teacher_data(sample_shape, symmetric=family in SET_FAMILIES)
-    keras.utils.set_random_seed(0)
-    model = build(beta)
-    probabilities = family == "softmax_head"
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
-    model.compile(keras.optimizers.Adam(3e-3), loss)
-    model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0, callbacks=[ResetMinMax()])
+    model, (x_train, x_test, _, _), _ = train_family(family, beta, epochs)
     ebops = float(compute_bops(model, x_train, bsz=1024, verbose=False))
     expected = model.predict(x_test, verbose=0)
     row: dict = {"model": family, "beta": beta, "ebops": ebops}

@@ -8,6 +8,7 @@ that training shapes the formats as real data would. Used by ``bench/resources.p
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 # isort: off
@@ -184,3 +185,21 @@ def teacher_data(
     y = np.argmax(hidden @ rng.normal(size=(12, CLASSES)), axis=1).astype("int32")
     cut = int(0.75 * n)
     return x[:cut], x[cut:], y[:cut], y[cut:]
+
+
+def train_family(family: str, beta: float, epochs: int):
+    """The family's model trained at fixed ``beta`` on its teacher task (Adam 3e-3, batch
+    64, seed 0), as ``bench/resources.py`` and ``bench/alkaid_options.py`` measure it;
+    returns ``model, (x_train, x_test, y_train, y_test), seconds of training``."""
+    from HGQ.callbacks import ResetMinMax
+
+    build, sample_shape = FAMILIES[family]
+    data = teacher_data(sample_shape, symmetric=family in SET_FAMILIES)
+    keras.utils.set_random_seed(0)
+    model = build(beta)
+    probabilities = family == "softmax_head"
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
+    model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
+    start = time.perf_counter()
+    model.fit(data[0], data[2], epochs=epochs, batch_size=64, verbose=0, callbacks=[ResetMinMax()])
+    return model, data, time.perf_counter() - start

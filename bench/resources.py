@@ -26,27 +26,17 @@ import time
 
 # isort: off
 import HGQ  # noqa: F401  (selects the Keras backend: must precede keras)
-import keras
 
 # isort: on
 import numpy as np
-from families import FAMILIES, SET_FAMILIES, teacher_data
+from families import FAMILIES, train_family
 
-from HGQ.bops import ResetMinMax, compute_bops
+from HGQ.bops import compute_bops
 from HGQ.rtl import convert_to_rtl
 
 
 def measure(family: str, beta: float, epochs: int, workdir: str, yosys: bool) -> dict:
-    build, sample_shape = FAMILIES[family]
-    x_train, x_test, y_train, y_test = teacher_data(sample_shape, symmetric=family in SET_FAMILIES)
-    keras.utils.set_random_seed(0)
-    model = build(beta)
-    probabilities = family == "softmax_head"
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
-    model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
-    start = time.perf_counter()
-    model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0, callbacks=[ResetMinMax()])
-    trained = time.perf_counter() - start
+    model, (x_train, x_test, _, y_test), trained = train_family(family, beta, epochs)
     ebops = compute_bops(model, x_train, bsz=1024, verbose=False)
     start = time.perf_counter()
     project = convert_to_rtl(model, os.path.join(workdir, f"{family}_{beta:g}"), write=yosys)

@@ -35,8 +35,6 @@ MAX_WRITTEN_BITS = 64
 #: The output languages alkaid writes (``flavor``).
 FLAVORS = ("verilog", "vhdl")
 
-alkaid_workarounds.use_default_verilator_flags()
-
 
 class RTLProject:
     """A calibrated HGQ model as a multiplier-free (distributed arithmetic) circuit.
@@ -111,6 +109,7 @@ class RTLProject:
         # verilator and make on every core (a small CNN: 6.7 s on two, 11.2 s on one).
         # alkaid's OpenMP build of the binding is left out: the simulation itself takes
         # under 0.2 s for 25,000 samples of the bench's models, less than the host's work.
+        alkaid_workarounds.use_default_verilator_flags()
         with verilator_on_path():
             self._rtl._compile(
                 verbose=verbose, openmp=False, nproc=os.cpu_count(), _env=VERILATOR_BUILD_ENV
