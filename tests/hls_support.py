@@ -16,9 +16,22 @@ from HGQ.hls4ml_hook import convert_from_hgq_model
 from HGQ.layers import HBaseLayer
 
 
-def train_briefly(model: keras.Model, x, y, epochs: int = 2) -> None:
+def whole_batches(data, batch_size: int = 64):
+    """The first rows of ``data`` (an array or a list of them) that fill whole batches.
+
+    A last, shorter batch makes JAX trace and compile the training step a second time
+    (about 18 s for a small CNN here), which is most of a brief training's cost.
+    """
+    if isinstance(data, list):
+        return [whole_batches(d, batch_size) for d in data]
+    n = len(data)
+    return data[: n - n % batch_size] if n >= batch_size else data
+
+
+def train_briefly(model: keras.Model, x, y, epochs: int = 2, batch_size: int = 64) -> None:
     model.compile(keras.optimizers.Adam(0.01), "mse")
-    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    x, y = whole_batches(x, batch_size), whole_batches(y, batch_size)
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
 
 
 def scramble_bitwidths(model: keras.Model, rng: np.random.Generator, low=-1, high=5) -> None:

@@ -63,8 +63,7 @@ def converted(tmp_path_factory):
     model = branchy_cnn()
     x = rng.normal(size=(400, 8, 8, 2)).astype("float32")
     y = [rng.normal(size=(400, 5)), rng.normal(size=(400, 3))]
-    model.compile(keras.optimizers.Adam(0.01), "mse")
-    model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    hs.train_briefly(model, x, y)
     hs.scramble_bitwidths(model, rng)
     model_hls = hs.convert_compiled(model, x, tmp_path_factory.mktemp("cnn"))
     return model, model_hls, x, rng
@@ -109,8 +108,7 @@ def converted_bn(tmp_path_factory):
     keras.utils.set_random_seed(12)
     model = fused_batchnorm_model()
     x = rng.normal(size=(400, 6, 6, 2)).astype("float32")
-    model.compile(keras.optimizers.Adam(0.01), "mse")
-    model.fit(x, rng.normal(size=(400, 15)), epochs=3, batch_size=64, verbose=0)
+    hs.train_briefly(model, x, rng.normal(size=(400, 15)), epochs=3)
     hs.scramble_bitwidths(model, rng)
     model_hls = hs.convert_compiled(model, x, tmp_path_factory.mktemp("bn"))
     return model, model_hls, x, rng

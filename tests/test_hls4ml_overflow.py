@@ -63,8 +63,7 @@ def test_saturating_models_bit_exact(make, mode, shape, tmp_path):
     model = build(make, mode)
     x = rng.normal(size=(300, *shape)).astype("float32")
     y = [rng.normal(size=(300, *t.shape[1:])).astype("float32") for t in model.outputs]
-    model.compile(keras.optimizers.Adam(0.01), "mse")
-    model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    hs.train_briefly(model, x, y)
     hs.scramble_bitwidths(model, rng)
     model_hls = hs.convert_compiled(model, x, tmp_path)
     n_out = sum(int(np.prod(t.shape[1:])) for t in model.outputs) * len(x)

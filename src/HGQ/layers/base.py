@@ -21,6 +21,7 @@ from HGQ.config import check_config_mapping, is_finite_number, merged_config
 from HGQ.fixed_point import bit_span, pow2, round_half_up, round_to_grid_host
 from HGQ.full_precision import float32_dtype_policy, full_precision
 from HGQ.layers._lineage import producer_of, remember
+from HGQ.layers._per_pass import PassMemo
 from HGQ.quantizer import (
     HGQuantizer,
     deserialize_quantizer_config,
@@ -115,6 +116,7 @@ class QLayerBase(keras.layers.Layer):
             super().__init__(**kwargs)
         self.bops_reg_factor = bops_reg_factor
         object.__setattr__(self, "_input_source_refs", None)
+        object.__setattr__(self, "_pass_memo", PassMemo())
 
     @property
     def bops_reg_factor(self) -> float:
@@ -212,7 +214,9 @@ class QLayerBase(keras.layers.Layer):
         """Differentiable bitwidth map of input ``index`` (no batch axis), 0 where that
         input is a constant (see ``output_varies``): the widths this layer's logic pays."""
         source = self.input_source(index)
-        return source.output_bitwidth() * source.output_varies()
+        return source._pass_memo.get(
+            "input_bitwidth", lambda: source.output_bitwidth() * source.traced_varies()
+        )
 
     def exact_input_bitwidth(self, index: int = 0) -> np.ndarray:
         """Exact bitwidth map of input ``index`` after calibration (numpy, ints), 0 where
@@ -227,8 +231,8 @@ class QLayerBase(keras.layers.Layer):
         above it, so calling it twice per layer would grow the training step's graph
         exponentially with depth."""
         source = self.input_source(index)
-        varies = source.output_varies()
-        return source.operand_bitwidth(varies), varies
+        varies = source.traced_varies()
+        return source._pass_memo.get("operand", lambda: source.operand_bitwidth(varies)), varies
 
     def exact_input_operand(self, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``input_operand`` after calibration (numpy)."""
@@ -249,7 +253,11 @@ class QLayerBase(keras.layers.Layer):
 
     def input_varies(self, index: int = 0):
         """``output_varies`` of the layer feeding input ``index``."""
-        return self.input_source(index).output_varies()
+        return self.input_source(index).traced_varies()
+
+    def traced_varies(self):
+        """``output_varies()``, built once per traced training step (see ``_per_pass``)."""
+        return self._pass_memo.get("varies", self.output_varies)
 
     def exact_input_varies(self, index: int = 0) -> np.ndarray:
         """``exact_output_varies`` of the layer feeding input ``index``."""
