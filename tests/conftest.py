@@ -11,6 +11,18 @@ import pytest
 from HGQ.config import reset_default_quantizer_configs
 
 
+def pytest_configure(config):
+    """JAX's persistent compilation cache, in pytest's cache directory: many tests
+    train or calibrate the same small architectures, and a compiled step is then
+    read back instead of compiled again (the same executable; only the time differs)."""
+    if keras.backend.backend() != "jax" or getattr(config, "cache", None) is None:
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(config.cache.mkdir("jax-compilation")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_defaults():
     reset_default_quantizer_configs()

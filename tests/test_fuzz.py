@@ -5,8 +5,8 @@ random quantizer configs (inner quantizers, global defaults and dtype policies t
 each case trains, calibrates, deploys on both paths (hls4ml C simulation, and
 ``HGQ.rtl``'s interpreter, with verilator for one seed in five) and compares every
 output exactly on in-range, far out-of-range, half-LSB-tie and zero inputs, plus a
-``.keras`` round trip. One fixed seed runs by default, a
-larger fixed set is marked slow. Re-run a failing seed with
+``.keras`` round trip. One fixed seed runs by default, twelve more are marked slow
+(a regression sample: ``bench/fuzz.py`` runs hundreds of other seeds). Re-run a failing seed with
 ``python bench/fuzz.py --case SEED``. The benchmark's own runs use other seeds
 (1000 and up), so these stay an independent sample.
 """
@@ -19,7 +19,7 @@ import fuzz_models as fm
 import pytest
 
 DEFAULT_SEEDS = (2,)
-SLOW_SEEDS = (1, 3, *range(100, 130))
+SLOW_SEEDS = (1, 3, *range(100, 110))
 SELF_TEST_SEEDS = range(500, 540)
 
 
