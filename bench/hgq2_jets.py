@@ -1,0 +1,140 @@
+"""HGQ2's front on the same jets split as ``bench/jets.py`` (run in HGQ2's own venv).
+
+HGQ2 (``pip install hgq2==0.2.0 alkaid==0.8.2``, in a virtual environment outside this
+repository: it is never a dependency of HGQ) trains the same 16-64-32-32-5 MLP with its
+recommended configuration (weights ``kbi`` with ``SAT_SYM``, data lanes ``kif`` with
+``WRAP``, both rounding to nearest; its getting-started guide), the same β schedule as
+ours (``PieceWiseSchedule``: held, then log-ramped), Adam and batch size, and its
+``ParetoFront`` on validation accuracy, validation loss and EBOPs. Each kept checkpoint
+is calibrated with ``trace_minmax`` on the same calibration jets (HGQ2's EBOPs) and
+traced to a circuit by alkaid through HGQ2's own tracer plugin, with the options
+``HGQ.rtl`` uses (adder-tree depth 2, no ternary fusion, no one-bit LUT packing), whose
+LUT estimate is the common currency of the comparison.
+
+The split comes from ``bench/jets.py --export-split FILE`` (our environment), so both
+libraries see the same jets:
+
+    /path/to/hgq2-venv/bin/python bench/hgq2_jets.py --split FILE [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from alkaid.trace import HWConfig, trace  # noqa: E402
+from hgq.config import LayerConfigScope, QuantizerConfigScope  # noqa: E402
+from hgq.layers import QDense  # noqa: E402
+from hgq.utils import trace_minmax  # noqa: E402
+from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront, PieceWiseSchedule  # noqa: E402
+
+WIDTHS = (64, 32, 32, 5)
+CALIBRATION_SAMPLES = 20_000
+
+
+def hgq2_mlp(beta: float) -> keras.Model:
+    with QuantizerConfigScope(
+        q_type="kbi", place="weight", overflow_mode="SAT_SYM", round_mode="RND"
+    ):
+        with QuantizerConfigScope(
+            q_type="kif", place="datalane", overflow_mode="WRAP", round_mode="RND"
+        ):
+            with LayerConfigScope(enable_ebops=True, beta0=beta):
+                layers = [keras.Input((16,))]
+                for i, width in enumerate(WIDTHS):
+                    relu = "relu" if i < len(WIDTHS) - 1 else None
+                    layers.append(QDense(width, activation=relu))
+                return keras.Sequential(layers)
+
+
+def lut_estimate(model: keras.Model) -> float:
+    from alkaid.converter import trace_model
+
+    inputs, outputs = trace_model(model, HWConfig(1, 1, -1), {"hard_dc": 2, "binary_lut": False})
+    comb = trace(np.asarray(inputs).ravel().tolist(), np.asarray(outputs).ravel().tolist())
+    return float(comb.cost)
+
+
+def accuracy(model, x, y) -> float:
+    return float(np.mean(np.argmax(model.predict(x, batch_size=4096, verbose=0), -1) == y))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", required=True)
+    parser.add_argument("--epochs", type=int, default=120)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--beta0", type=float, default=1e-6)
+    parser.add_argument("--beta1", type=float, default=3e-4)
+    parser.add_argument("--hold", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    d = np.load(args.split)
+    x_fit, y_fit, x_val, y_val, x_test, y_test = (
+        d[k] for k in ("x_fit", "y_fit", "x_val", "y_val", "x_test", "y_test")
+    )
+    x_calib = x_fit[:CALIBRATION_SAMPLES]
+    keras.utils.set_random_seed(args.seed)
+    model = hgq2_mlp(args.beta0)
+    model.compile(
+        keras.optimizers.Adam(args.lr),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    schedule = PieceWiseSchedule(
+        [
+            (0, args.beta0, "constant"),
+            (args.hold, args.beta0, "log"),
+            (args.epochs, args.beta1, "constant"),
+        ]
+    )
+    directory = tempfile.mkdtemp(prefix="hgq2_jets_")
+    front = ParetoFront(directory, ["val_accuracy", "val_loss", "ebops"], [1, -1, -1])
+    start = time.perf_counter()
+    history = model.fit(
+        x_fit,
+        y_fit,
+        validation_data=(x_val, y_val),
+        epochs=args.epochs,
+        batch_size=args.batch,
+        verbose=0,
+        callbacks=[FreeEBOPs(), BetaScheduler(schedule), front],
+    )
+    seconds = time.perf_counter() - start
+    rows = []
+    for path in sorted(os.listdir(directory)):
+        epoch = int(path.split("_")[0].split("=")[1])
+        kept = keras.models.load_model(os.path.join(directory, path), compile=False)
+        ebops = trace_minmax(kept, x_calib, batch_size=4096)
+        rows.append(
+            {
+                "epoch": epoch,
+                "beta": float(history.history["beta"][epoch]),
+                "val_accuracy": float(history.history["val_accuracy"][epoch]),
+                "val_loss": float(history.history["val_loss"][epoch]),
+                "ebops": float(ebops),
+                "test_accuracy": accuracy(kept, x_test, y_test),
+                "lut_estimate": lut_estimate(kept),
+            }
+        )
+    rows.sort(key=lambda r: r["ebops"])
+    for r in rows:
+        print(r, flush=True)
+    print(f"{len(rows)} checkpoints, training {seconds:.0f} s")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"library": "hgq2 0.2.0", "rows": rows, "seconds": seconds}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
