@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -32,42 +33,29 @@ import keras
 
 # isort: on
 import numpy as np
+from train_overhead import hgq_model as hgq_mlp  # the same 16-64-32-32-5 MLPs
+from train_overhead import plain_model as float_mlp
 
-from HGQ import (
-    HDense,
-    HQuantize,
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+from jet_tagging import split_validation  # noqa: E402
+
+from HGQ import (  # noqa: E402
     set_default_kernel_quantizer_config,
     set_default_pre_activation_quantizer_config,
 )
-from HGQ.bops import compute_bops
-from HGQ.callbacks import (
+from HGQ.bops import compute_bops  # noqa: E402
+from HGQ.callbacks import (  # noqa: E402
     BetaScheduler,
     CalibratedBOPs,
     ConstantThenLogRamp,
     ParetoFront,
     ResetMinMax,
 )
-from HGQ.datasets import load_jet_tagging
+from HGQ.datasets import load_jet_tagging  # noqa: E402
 
-WIDTHS = (64, 32, 32, 5)
 LUT_BUDGETS = (1_000, 2_000, 3_000, 5_000, 7_000, 10_000, 15_000)
 VALIDATION_FRACTION = 0.2
 CALIBRATION_SAMPLES = 20_000
-
-
-def hgq_mlp(beta: float) -> keras.Model:
-    layers = [keras.Input((16,)), HQuantize(name="inp_q", bops_reg_factor=beta)]
-    for i, width in enumerate(WIDTHS):
-        relu = "relu" if i < len(WIDTHS) - 1 else None
-        layers.append(HDense(width, activation=relu, bops_reg_factor=beta))
-    return keras.Sequential(layers)
-
-
-def float_mlp() -> keras.Model:
-    layers = [keras.Input((16,))]
-    for i, width in enumerate(WIDTHS):
-        layers.append(keras.layers.Dense(width, activation="relu" if i < len(WIDTHS) - 1 else None))
-    return keras.Sequential(layers)
 
 
 def compile_model(model: keras.Model, learning_rate: float) -> None:
@@ -89,13 +77,6 @@ def lut_estimate(model: keras.Model) -> float:
 
     with tempfile.TemporaryDirectory() as directory:
         return float(convert_to_rtl(model, directory, write=False).estimate(per_layer=False)["lut"])
-
-
-def split(x, y, seed: int):
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_val = int(round(VALIDATION_FRACTION * len(x)))
-    val, fit = order[:n_val], order[n_val:]
-    return x[fit], y[fit], x[val], y[val]
 
 
 def float_reference(data, args, seed: int) -> dict:
@@ -261,7 +242,9 @@ def main() -> None:
     set_default_pre_activation_quantizer_config(json.loads(args.activation_config))
     x_train, x_test, y_train, y_test = load_jet_tagging(path=args.data)
     if args.export_split:
-        x_fit, y_fit, x_val, y_val = split(x_train, y_train, args.seeds[0])
+        x_fit, y_fit, x_val, y_val = split_validation(
+            x_train, y_train, VALIDATION_FRACTION, args.seeds[0]
+        )
         np.savez(
             args.export_split,
             x_fit=x_fit,
@@ -272,10 +255,9 @@ def main() -> None:
             y_test=y_test,
         )
         return
-    result: dict = {"args": {k: v for k, v in vars(args).items()}, "float": [], "scheduled": []}
-    result["fixed"] = []
+    result: dict = {"args": dict(vars(args)), "float": [], "scheduled": [], "fixed": []}
     for seed in args.seeds:
-        data = (*split(x_train, y_train, seed), x_test, y_test)
+        data = (*split_validation(x_train, y_train, VALIDATION_FRACTION, seed), x_test, y_test)
         if not args.no_float:
             result["float"].append(float_reference(data, args, seed))
             print("float", result["float"][-1], flush=True)
