@@ -15,6 +15,13 @@ The split comes from ``bench/jets.py --export-split FILE`` (our environment), so
 libraries see the same jets:
 
     /path/to/hgq2-venv/bin/python bench/hgq2_jets.py --split FILE [--json OUT]
+        [--arch bn] [--betas 1e-6 1e-5 1e-4]
+
+``--arch bn`` trains the HGQ paper's 16-64-64-32-5 with batch normalisation folded into
+the hidden layers (``QBatchNormDense``) instead; ``--betas`` adds one fixed-β training
+per value (its last epoch is the point). ``--time FILE`` only trains HGQ2's MLP on the
+``x``, ``y`` arrays of FILE and prints its epoch seconds as JSON (for
+``bench/train_overhead.py --hgq2-python``).
 """
 
 from __future__ import annotations
@@ -31,15 +38,26 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from alkaid.trace import HWConfig, trace  # noqa: E402
 from hgq.config import LayerConfigScope, QuantizerConfigScope  # noqa: E402
-from hgq.layers import QDense  # noqa: E402
+from hgq.layers import QBatchNormDense, QDense  # noqa: E402
 from hgq.utils import trace_minmax  # noqa: E402
 from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront, PieceWiseSchedule  # noqa: E402
 
-WIDTHS = (64, 32, 32, 5)
+WIDTHS = {"mlp": (64, 32, 32, 5), "bn": (64, 64, 32, 5)}
 CALIBRATION_SAMPLES = 20_000
 
 
-def hgq2_mlp(beta: float) -> keras.Model:
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.times: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def hgq2_mlp(beta: float, arch: str = "mlp") -> keras.Model:
     with QuantizerConfigScope(
         q_type="kbi", place="weight", overflow_mode="SAT_SYM", round_mode="RND"
     ):
@@ -48,9 +66,12 @@ def hgq2_mlp(beta: float) -> keras.Model:
         ):
             with LayerConfigScope(enable_ebops=True, beta0=beta):
                 layers = [keras.Input((16,))]
-                for i, width in enumerate(WIDTHS):
-                    relu = "relu" if i < len(WIDTHS) - 1 else None
-                    layers.append(QDense(width, activation=relu))
+                widths = WIDTHS[arch]
+                for i, width in enumerate(widths):
+                    hidden = i < len(widths) - 1
+                    relu = "relu" if hidden else None
+                    kind = QBatchNormDense if hidden and arch == "bn" else QDense
+                    layers.append(kind(width, activation=relu))
                 return keras.Sequential(layers)
 
 
@@ -66,9 +87,49 @@ def accuracy(model, x, y) -> float:
     return float(np.mean(np.argmax(model.predict(x, batch_size=4096, verbose=0), -1) == y))
 
 
+def compile_model(model: keras.Model, learning_rate: float) -> None:
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def time_epochs(args) -> None:
+    d = np.load(args.time)
+    keras.utils.set_random_seed(args.seed)
+    model = hgq2_mlp(args.beta0, args.arch)
+    compile_model(model, args.lr)
+    timer = EpochTimer()
+    model.fit(
+        d["x"], d["y"], epochs=args.epochs, batch_size=args.batch, verbose=0, callbacks=[timer]
+    )
+    print(json.dumps(timer.times))
+
+
+def fixed_beta_point(args, data, beta: float) -> dict:
+    x_fit, y_fit, x_val, y_val, x_test, y_test = data
+    keras.utils.set_random_seed(args.seed)
+    model = hgq2_mlp(beta, args.arch)
+    compile_model(model, args.lr)
+    model.fit(x_fit, y_fit, epochs=args.epochs, batch_size=args.batch, verbose=0)
+    ebops = trace_minmax(model, x_fit[:CALIBRATION_SAMPLES], batch_size=4096)
+    return {
+        "seed": args.seed,
+        "beta": beta,
+        "ebops": float(ebops),
+        "val_accuracy": accuracy(model, x_val, y_val),
+        "test_accuracy": accuracy(model, x_test, y_test),
+        "lut_estimate": lut_estimate(model),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", required=True)
+    parser.add_argument("--split")
+    parser.add_argument("--time", help="only time training on this .npz (x, y)")
+    parser.add_argument("--arch", choices=sorted(WIDTHS), default="mlp")
+    parser.add_argument("--betas", type=float, nargs="*", default=[])
     parser.add_argument("--epochs", type=int, default=120)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -78,19 +139,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.time:
+        time_epochs(args)
+        return
+    if not args.split:
+        parser.error("--split FILE is required (from bench/jets.py --export-split)")
 
     d = np.load(args.split)
-    x_fit, y_fit, x_val, y_val, x_test, y_test = (
-        d[k] for k in ("x_fit", "y_fit", "x_val", "y_val", "x_test", "y_test")
-    )
+    data = tuple(d[k] for k in ("x_fit", "y_fit", "x_val", "y_val", "x_test", "y_test"))
+    x_fit, y_fit, x_val, y_val, x_test, y_test = data
     x_calib = x_fit[:CALIBRATION_SAMPLES]
     keras.utils.set_random_seed(args.seed)
-    model = hgq2_mlp(args.beta0)
-    model.compile(
-        keras.optimizers.Adam(args.lr),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    model = hgq2_mlp(args.beta0, args.arch)
+    compile_model(model, args.lr)
     schedule = PieceWiseSchedule(
         [
             (0, args.beta0, "constant"),
@@ -131,9 +192,14 @@ def main() -> None:
     for r in rows:
         print(r, flush=True)
     print(f"{len(rows)} checkpoints, training {seconds:.0f} s")
+    fixed = []
+    for beta in args.betas:
+        fixed.append(fixed_beta_point(args, data, beta))
+        print("fixed", fixed[-1], flush=True)
     if args.json:
+        result = {"library": "hgq2 0.2.0", "args": vars(args), "rows": rows, "seconds": seconds}
         with open(args.json, "w") as handle:
-            json.dump({"library": "hgq2 0.2.0", "rows": rows, "seconds": seconds}, handle, indent=1)
+            json.dump({**result, "fixed": fixed}, handle, indent=1)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ Runs, on the same split:
   EBOPs), every kept checkpoint priced by alkaid's LUT estimate (``HGQ.rtl``);
 - **fixed β** (``--betas``): one training per β, one point each.
 
+``--arch bn`` trains the HGQ paper's 16-64-64-32-5 with batch normalisation folded into
+the hidden layers (``HDenseBatchNorm``; the float reference uses Dense + BatchNormalization).
+
 Checkpoints are chosen on validation accuracy (a fifth of the training split, so 16,000
 jets of the shared 100k set) and reported with their test accuracy, at EBOPs and LUT
 budgets. The data: ``HGQ.datasets.load_jet_tagging(path)``, 80/20 split, standardised.
 
     KERAS_BACKEND=jax .venv/bin/python bench/jets.py --data ../shared/data/jets/jets_dev.npz
-        [--epochs 120] [--betas 1e-6 1e-5 1e-4] [--seeds 0 1] [--json FILE]
+        [--arch bn] [--epochs 120] [--betas 1e-6 1e-5 1e-4] [--seeds 0 1] [--json FILE]
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 from jet_tagging import split_validation  # noqa: E402
 
 from HGQ import (  # noqa: E402
+    HDense,
+    HDenseBatchNorm,
+    HQuantize,
     set_default_kernel_quantizer_config,
     set_default_pre_activation_quantizer_config,
 )
@@ -54,6 +60,31 @@ from HGQ.callbacks import (  # noqa: E402
 from HGQ.datasets import load_jet_tagging  # noqa: E402
 
 LUT_BUDGETS = (1_000, 2_000, 3_000, 5_000, 7_000, 10_000, 15_000)
+BN_WIDTHS = (64, 64, 32, 5)  # the HGQ paper's jet tagger, batch norm after each hidden layer
+
+
+def hgq_model(arch: str, beta: float) -> keras.Model:
+    """``mlp``: 16-64-32-32-5; ``bn``: 16-64-64-32-5, batch norm folded into the hidden layers."""
+    if arch == "mlp":
+        return hgq_mlp(beta)
+    layers = [keras.Input((16,)), HQuantize(name="inp_q", bops_reg_factor=beta)]
+    for width in BN_WIDTHS[:-1]:
+        layers.append(HDenseBatchNorm(width, activation="relu", bops_reg_factor=beta))
+    layers.append(HDense(BN_WIDTHS[-1], bops_reg_factor=beta))
+    return keras.Sequential(layers)
+
+
+def float_model(arch: str) -> keras.Model:
+    if arch == "mlp":
+        return float_mlp()
+    layers: list = [keras.Input((16,))]
+    for width in BN_WIDTHS[:-1]:
+        layers += [keras.layers.Dense(width), keras.layers.BatchNormalization()]
+        layers.append(keras.layers.ReLU())
+    layers.append(keras.layers.Dense(BN_WIDTHS[-1]))
+    return keras.Sequential(layers)
+
+
 VALIDATION_FRACTION = 0.2
 CALIBRATION_SAMPLES = 20_000
 
@@ -82,7 +113,7 @@ def lut_estimate(model: keras.Model) -> float:
 def float_reference(data, args, seed: int) -> dict:
     x_fit, y_fit, x_val, y_val, x_test, y_test = data
     keras.utils.set_random_seed(seed)
-    model = float_mlp()
+    model = float_model(args.arch)
     compile_model(model, args.lr)
     best = keras.callbacks.ModelCheckpoint(
         os.path.join(args.workdir, f"float_{seed}.weights.h5"),
@@ -118,7 +149,7 @@ def scheduled_front(data, args, seed: int) -> dict:
     schedule = ConstantThenLogRamp(
         args.beta0, args.beta1, hold=args.hold, ramp=max(1, args.epochs - args.hold)
     )
-    model = hgq_mlp(args.beta0)
+    model = hgq_model(args.arch, args.beta0)
     compile_model(model, args.lr)
     directory = os.path.join(args.workdir, f"front_{seed}")
     os.makedirs(directory, exist_ok=True)
@@ -157,7 +188,7 @@ def scheduled_front(data, args, seed: int) -> dict:
 def fixed_beta_point(data, args, beta: float, seed: int) -> dict:
     x_fit, y_fit, x_val, y_val, x_test, y_test = data
     keras.utils.set_random_seed(seed)
-    model = hgq_mlp(beta)
+    model = hgq_model(args.arch, beta)
     compile_model(model, args.lr)
     model.fit(
         x_fit,
@@ -216,6 +247,7 @@ def report(result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="hls4ml jet file or an .npz of jets")
+    parser.add_argument("--arch", choices=["mlp", "bn"], default="mlp")
     parser.add_argument("--epochs", type=int, default=120)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=1e-3)
