@@ -75,11 +75,22 @@ def hgq2_mlp(beta: float, arch: str = "mlp") -> keras.Model:
                 return keras.Sequential(layers)
 
 
-def lut_estimate(model: keras.Model) -> float:
+def lut_estimate(model: keras.Model) -> float | None:
+    """alkaid's LUT estimate of HGQ2's model; None (with the reason printed) if tracing fails.
+
+    alkaid 0.8.2 raised ``StopIteration`` inside its constant-matrix product on some of
+    HGQ2's batch-normalised models (a sum over an empty list of variables).
+    """
     from alkaid.converter import trace_model
 
-    inputs, outputs = trace_model(model, HWConfig(1, 1, -1), {"hard_dc": 2, "binary_lut": False})
-    comb = trace(np.asarray(inputs).ravel().tolist(), np.asarray(outputs).ravel().tolist())
+    try:
+        inputs, outputs = trace_model(
+            model, HWConfig(1, 1, -1), {"hard_dc": 2, "binary_lut": False}
+        )
+        comb = trace(np.asarray(inputs).ravel().tolist(), np.asarray(outputs).ravel().tolist())
+    except Exception as err:  # noqa: BLE001  (report and go on with the other checkpoints)
+        print(f"alkaid could not trace this model: {type(err).__name__}: {err}", flush=True)
+        return None
     return float(comb.cost)
 
 

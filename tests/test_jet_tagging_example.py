@@ -69,7 +69,8 @@ def test_front_rows_are_complete_and_on_disk(front):
     rows, _, output = front
     assert rows
     for row in rows:
-        assert set(row) >= {"epoch", "path", "beta", "val_accuracy", "ebops", "test_accuracy"}
+        keys = {"epoch", "path", "beta", "val_accuracy", "val_loss", "ebops", "test_accuracy"}
+        assert set(row) >= keys
         assert os.path.isfile(row["path"])
         assert os.path.dirname(row["path"]) == str(output / "front")
     assert [r["ebops"] for r in rows] == sorted(r["ebops"] for r in rows)
@@ -87,10 +88,17 @@ def test_front_ebops_are_those_of_the_reloaded_checkpoints(front):
 
 @pytest.mark.slow
 def test_front_is_non_dominated(front):
+    """No kept epoch is matched or beaten on validation accuracy, loss and EBOPs by another."""
     rows, _, _ = front
     for a in rows:
         for b in rows:
-            assert not (a["val_accuracy"] > b["val_accuracy"] and a["ebops"] < b["ebops"])
+            if a is b:
+                continue
+            assert not (
+                a["val_accuracy"] >= b["val_accuracy"]
+                and a["val_loss"] <= b["val_loss"]
+                and a["ebops"] <= b["ebops"]
+            ), (a, b)
 
 
 @pytest.mark.slow
@@ -99,6 +107,16 @@ def test_front_models_beat_chance_on_the_test_split(front):
     for row in rows:
         assert 0.0 <= row["test_accuracy"] <= 1.0
         assert row["test_accuracy"] > 0.3, row
+
+
+@pytest.mark.slow
+def test_every_checkpoint_is_priced_and_its_circuit_is_bit_exact(front):
+    pytest.importorskip("alkaid")
+    rows, _, _ = front
+    for row in rows:
+        assert row["luts"] > 0, row
+        assert row["jets"] == 600  # the toy test split
+        assert row["exact_jets"] == row["jets"], row
 
 
 @pytest.mark.slow
