@@ -23,6 +23,28 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
+# The longest test files (each over about a minute; `./scripts/test.sh --durations=40`,
+# 2026-12-08), heaviest first. `--dist loadfile` hands whole files to the two workers in
+# collection order, so a heavy file collected last (alphabetically, test_rtl.py) ran
+# alone at the end while the other worker sat idle; starting with these evens the load.
+HEAVY_FILES_FIRST = (
+    "test_fuzz.py",
+    "test_rtl.py",
+    "test_attention.py",
+    "test_hls4ml_overflow.py",
+    "test_demo.py",
+    "test_distributed.py",
+    "test_jet_tagging_example.py",
+    "test_softmax.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the heaviest files first (a stable sort: order within a file is kept)."""
+    rank = {name: i for i, name in enumerate(HEAVY_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(autouse=True)
 def _fresh_defaults():
     reset_default_quantizer_configs()
