@@ -208,7 +208,7 @@ def main() -> None:
         return
 
     x, y = make_data(args.samples, args.data)
-    data_dir = tempfile.TemporaryDirectory()
+    data_dir = tempfile.TemporaryDirectory()  # HGQ2 reads the data from a file there
     data_file = os.path.join(data_dir.name, "data.npz")
     if args.hgq2_python:
         np.savez(data_file, x=x, y=y)

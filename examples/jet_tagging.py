@@ -121,16 +121,15 @@ def split_validation(
     return x[fit], y[fit], x[val], y[val]
 
 
-def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
-    """Top-1 accuracy of the (calibrated) model's logits on ``(x, y)``.
+def predict_logits(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """The (calibrated) model's logits on ``x``, as float64.
 
     ``x`` is padded to whole batches: a short last batch would have another shape, and
     the predict step would be compiled a second time for it.
     """
     size = min(batch_size, len(x))
     padded = np.concatenate([x, x[np.arange(-len(x) % size) % len(x)]])
-    logits = model.predict(padded, batch_size=size, verbose=0)[: len(x)]
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
+    return np.asarray(model.predict(padded, batch_size=size, verbose=0)[: len(x)], np.float64)
 
 
 def format_front(rows: Sequence[dict[str, Any]]) -> str:
@@ -150,9 +149,9 @@ def format_front(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def circuit_check(model: keras.Model, x: np.ndarray, batch_size: int) -> dict[str, Any]:
+def circuit_check(model: keras.Model, x: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
     """alkaid's LUT estimate of the calibrated ``model`` and how many rows of ``x`` its
-    circuit's bit-exact interpreter maps to exactly the model's logits.
+    circuit's bit-exact interpreter maps to exactly ``logits`` (the model's own).
 
     Empty when the ``rtl`` extra (alkaid) is not installed.
     """
@@ -164,9 +163,6 @@ def circuit_check(model: keras.Model, x: np.ndarray, batch_size: int) -> dict[st
         project = convert_to_rtl(model, directory, write=False)
         luts = float(project.estimate(per_layer=False)["lut"])
         circuit = np.asarray(project.emulate(x))
-    size = min(batch_size, len(x))
-    padded = np.concatenate([x, x[np.arange(-len(x) % size) % len(x)]])
-    logits = np.asarray(model.predict(padded, batch_size=size, verbose=0)[: len(x)], np.float64)
     exact = int(np.sum(np.all(circuit == logits, axis=-1)))
     return {"luts": luts, "exact_jets": exact, "jets": len(x)}
 
@@ -271,6 +267,7 @@ def run(
     for record in pareto.front:
         loaded = keras.models.load_model(record["path"], compile=False)
         ebops = compute_bops(loaded, x_calib, bsz=batch_size, verbose=False)
+        logits = predict_logits(loaded, x_test, batch_size)
         if ebops != record["ebops"]:
             warnings.warn(
                 f"epoch {record['epoch']}: the reloaded checkpoint calibrates to {ebops} "
@@ -285,8 +282,8 @@ def run(
                 "val_accuracy": record["val_accuracy"],
                 "val_loss": record["val_loss"],
                 "ebops": ebops,
-                "test_accuracy": accuracy(loaded, x_test, y_test, batch_size),
-                **circuit_check(loaded, x_test, batch_size),
+                "test_accuracy": float(np.mean(np.argmax(logits, axis=-1) == y_test)),
+                **circuit_check(loaded, x_test, logits),
             }
         )
     rows.sort(key=lambda row: (row["ebops"], row["epoch"]))
